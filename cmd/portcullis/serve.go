@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/portcullis-mcp/portcullis/extauthz"
+	"github.com/portcullis-mcp/portcullis/internal/admin"
+	"github.com/portcullis-mcp/portcullis/internal/config"
+	"github.com/portcullis-mcp/portcullis/internal/telemetry"
+	"github.com/portcullis-mcp/portcullis/policy"
+)
+
+func serveCmd(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	path := fs.String("config", "", "configuration file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, getenv)
+	if err != nil {
+		return err
+	}
+	logger, err := telemetry.NewLogger(stderr, cfg.Telemetry.LogLevel, cfg.Telemetry.LogFormat)
+	if err != nil {
+		return usageError{err}
+	}
+	return serve(ctx, cfg, logger, nil)
+}
+
+// listeners are the addresses serve bound, reported once they are open.
+type listeners struct{ grpc, admin net.Addr }
+
+// serve runs the gRPC and admin servers until ctx ends, then stops them
+// gracefully. When ready is not nil, it receives the bound addresses.
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready chan<- listeners) error {
+	mp, metricsHandler, err := telemetry.NewMetrics()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
+
+	engine, err := policy.New(ctx, policyOptions(cfg, logger.With(slog.String("component", "policy")), mp))
+	if err != nil {
+		return usageError{fmt.Errorf("policy: %w", err)}
+	}
+	authz := extauthz.New(engine, &extauthz.Options{
+		MCPPaths:            cfg.ExtAuthz.MCPPaths,
+		MaxBodyBytes:        cfg.ExtAuthz.MaxBodyBytes,
+		MaxJSONDepth:        cfg.ExtAuthz.MaxJSONDepth,
+		ResourceMetadataURL: cfg.Authn.ResourceMetadataURL,
+		Logger:              logger.With(slog.String("component", "extauthz")),
+	})
+
+	var opts []grpc.ServerOption
+	if cfg.GRPC.TLS.CertFile != "" {
+		tc, err := serverTLS(cfg)
+		if err != nil {
+			return usageError{err}
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	gs := grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(gs, authz)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	adminSrv := &http.Server{
+		Handler: admin.Handler(admin.Options{
+			Checks: map[string]admin.Check{
+				"policy": func() (bool, any) { st := engine.Status(); return st.Ready, st },
+			},
+			Metrics: metricsHandler,
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+
+	var lc net.ListenConfig
+	grpcLis, err := lc.Listen(ctx, "tcp", cfg.GRPC.Listen)
+	if err != nil {
+		return fmt.Errorf("grpc.listen: %w", err)
+	}
+	adminLis, err := lc.Listen(ctx, "tcp", cfg.Admin.Listen)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	logger.Info("serving", slog.String("grpc", grpcLis.Addr().String()), slog.String("admin", adminLis.Addr().String()))
+	if ready != nil {
+		ready <- listeners{grpc: grpcLis.Addr(), admin: adminLis.Addr()}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return engine.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-engine.Loaded():
+			hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	g.Go(func() error { return gs.Serve(grpcLis) })
+	g.Go(func() error {
+		if err := adminSrv.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("shutting down", slog.Any("cause", context.Cause(gctx)))
+		hs.Shutdown() // health checks now answer NOT_SERVING
+		grace := cfg.GRPC.ShutdownGrace.Std()
+		sctx, cancel := context.WithTimeoutCause(context.WithoutCancel(gctx), grace,
+			fmt.Errorf("shutdown grace of %s ran out", grace))
+		defer cancel()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			logger.Warn("forcing stop", slog.Any("cause", context.Cause(sctx)))
+			gs.Stop()
+		}
+		return adminSrv.Shutdown(sctx)
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && err == nil {
+		logger.Info("stopped")
+	}
+	return err
+}
+
+// serverTLS builds the gRPC server's TLS configuration; with a client CA,
+// client certificates are required and verified.
+func serverTLS(cfg *config.Config) (*tls.Config, error) {
+	t := cfg.GRPC.TLS
+	cert, err := tls.LoadX509KeyPair(cfg.Path(t.CertFile), cfg.Path(t.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("grpc.tls: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if t.ClientCAFile != "" {
+		pem, err := os.ReadFile(cfg.Path(t.ClientCAFile))
+		if err != nil {
+			return nil, fmt.Errorf("grpc.tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("grpc.tls.client_ca_file: no certificates found")
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}

@@ -1,0 +1,271 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/portcullis-mcp/portcullis/policy"
+)
+
+// Headers Portcullis sets on an allowed request for the upstream. Any
+// header with the x-portcullis- prefix that the client sent is removed, so
+// the upstream can trust them.
+const (
+	identityHeaderPrefix = "x-portcullis-"
+	HeaderSubject        = "x-portcullis-subject"
+	HeaderClientID       = "x-portcullis-client-id"
+	HeaderRoles          = "x-portcullis-roles"
+	HeaderScopes         = "x-portcullis-scopes"
+	HeaderProvider       = "x-portcullis-provider"
+)
+
+// Dynamic metadata keys, under the ext_authz filter's namespace: the
+// rate-limit filter and access logs read them.
+const (
+	MetaSubject    = "subject"
+	MetaClientID   = "client_id"
+	MetaProvider   = "provider"
+	MetaMCPMethod  = "mcp_method"
+	MetaMCPName    = "mcp_name"
+	MetaDecisionID = "decision_id"
+	MetaCost       = "cost"
+)
+
+// okResponse maps an allow onto an OkHttpResponse.
+func (s *Server) okResponse(r *request, d *policy.Decision, decisionID string) *authv3.CheckResponse {
+	ok := &authv3.OkHttpResponse{}
+	set := map[string]bool{}
+	for _, h := range d.Headers {
+		ok.Headers = append(ok.Headers, headerOption(h.Key, h.Value, h.Append))
+		set[h.Key] = true
+	}
+	id := r.in.Identity
+	for _, h := range [...]struct{ key, val string }{
+		{HeaderSubject, id.Subject},
+		{HeaderClientID, id.ClientID},
+		{HeaderRoles, strings.Join(id.Roles, ",")},
+		{HeaderScopes, strings.Join(id.Scopes, " ")},
+		{HeaderProvider, id.Provider},
+	} {
+		if h.val != "" {
+			ok.Headers = append(ok.Headers, headerOption(h.key, h.val, false))
+			set[h.key] = true
+		}
+	}
+	// Envoy applies headers_to_remove after the headers above: remove only
+	// what nothing sets.
+	ok.HeadersToRemove = append(ok.HeadersToRemove, d.RequestHeadersToRemove...)
+	for k := range r.headers {
+		if strings.HasPrefix(k, identityHeaderPrefix) && !set[k] {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, k)
+		}
+	}
+	for _, q := range d.QueryParametersToSet {
+		ok.QueryParametersToSet = append(ok.QueryParametersToSet, &corev3.QueryParameter{Key: q.Key, Value: q.Value})
+	}
+	ok.QueryParametersToRemove = d.QueryParametersToRemove
+	for _, h := range d.ResponseHeadersToAdd {
+		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, headerOption(h.Key, h.Value, h.Append))
+	}
+	return &authv3.CheckResponse{
+		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		DynamicMetadata: dynamicMetadata(r, d, decisionID),
+	}
+}
+
+// deniedResponse maps a policy denial onto a DeniedHttpResponse.
+func (s *Server) deniedResponse(r *request, d *policy.Decision, decisionID string) *authv3.CheckResponse {
+	status := d.HTTPStatus
+	if status == 0 {
+		status = http.StatusForbidden
+	}
+	reason := d.Reason
+	if reason == "" {
+		reason = "denied by policy"
+	}
+	var headers []*corev3.HeaderValueOption
+	for _, h := range d.Headers {
+		headers = append(headers, headerOption(h.Key, h.Value, h.Append))
+	}
+	if status == http.StatusForbidden && len(d.Scopes) > 0 {
+		headers = append(headers, headerOption("www-authenticate", s.challenge(`error="insufficient_scope", scope=`+quote(strings.Join(d.Scopes, " "))), false))
+	}
+	body := d.Body
+	if body == "" {
+		body = errorBody(mcpID(r), codeForStatus(status), reason)
+		headers = append(headers, headerOption("content-type", "application/json", false))
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(grpcCodeForStatus(status)), Message: reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+			Headers: headers,
+			Body:    body,
+		}},
+		DynamicMetadata: dynamicMetadata(r, d, decisionID),
+	}
+}
+
+// refusal answers a request refused before or instead of a policy
+// decision: malformed input (4xx) or a decision that could not be made
+// (503).
+func (s *Server) refusal(e *requestError, decisionID string) *authv3.CheckResponse {
+	md := map[string]any{MetaDecisionID: decisionID}
+	st, _ := structpb.NewStruct(md)
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(grpcCodeForStatus(e.status)), Message: e.reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(e.status)},
+			Headers: []*corev3.HeaderValueOption{headerOption("content-type", "application/json", false)},
+			Body:    errorBody(e.id, e.code, e.message),
+		}},
+		DynamicMetadata: st,
+	}
+}
+
+// challenge builds a WWW-Authenticate Bearer challenge (RFC 6750) with the
+// resource metadata URL (RFC 9728) when one is configured.
+func (s *Server) challenge(params string) string {
+	v := "Bearer " + params
+	if s.opts.ResourceMetadataURL != "" {
+		if params != "" {
+			v += ", "
+		}
+		v += "resource_metadata=" + quote(s.opts.ResourceMetadataURL)
+	}
+	return v
+}
+
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+func headerOption(k, v string, appendValue bool) *corev3.HeaderValueOption {
+	action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	if appendValue {
+		action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+	}
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: action}
+}
+
+// dynamicMetadata is the metadata emitted with every decision: the policy's
+// own keys first, then ours, which win.
+func dynamicMetadata(r *request, d *policy.Decision, decisionID string) *structpb.Struct {
+	m := make(map[string]any, len(d.DynamicMetadata)+7)
+	for k, v := range d.DynamicMetadata {
+		m[k] = structValue(v)
+	}
+	id := r.in.Identity
+	put := func(k, v string) {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	put(MetaSubject, id.Subject)
+	put(MetaClientID, id.ClientID)
+	put(MetaProvider, id.Provider)
+	if c := r.in.MCP; c != nil {
+		put(MetaMCPMethod, c.Method)
+		put(MetaMCPName, c.Name)
+	}
+	m[MetaDecisionID] = decisionID
+	m[MetaCost] = float64(d.Cost)
+	st, err := structpb.NewStruct(m)
+	if err != nil { // structValue makes every value representable
+		st = &structpb.Struct{Fields: map[string]*structpb.Value{MetaDecisionID: structpb.NewStringValue(decisionID)}}
+	}
+	return st
+}
+
+// structValue converts the values OPA returns (json.Number) into ones
+// structpb accepts.
+func structValue(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		f, err := v.Float64()
+		if err != nil {
+			return v.String()
+		}
+		return f
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[k] = structValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = structValue(e)
+		}
+		return out
+	case nil, bool, string, float64:
+		return v
+	default:
+		return nil
+	}
+}
+
+func mcpID(r *request) any {
+	if r.in.MCP != nil {
+		return r.in.MCP.ID
+	}
+	return nil
+}
+
+// errorBody is a JSON-RPC error response echoing the request id.
+func errorBody(id any, code int, message string) string {
+	type rpcError struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	b, err := json.Marshal(struct {
+		JSONRPC string   `json:"jsonrpc"`
+		ID      any      `json:"id"`
+		Error   rpcError `json:"error"`
+	}{"2.0", id, rpcError{code, message}})
+	if err != nil {
+		return `{"jsonrpc":"2.0","id":null,"error":{"code":` + strconv.Itoa(code) + `,"message":"error"}}`
+	}
+	return string(b)
+}
+
+func codeForStatus(status int) int {
+	switch status {
+	case http.StatusUnauthorized:
+		return CodeUnauthorized
+	case http.StatusTooManyRequests:
+		return CodeRateLimited
+	case http.StatusServiceUnavailable, http.StatusInternalServerError:
+		return CodeInternalError
+	case http.StatusBadRequest:
+		return CodeInvalidRequest
+	default:
+		return CodeForbidden
+	}
+}
+
+func grpcCodeForStatus(status int) codes.Code {
+	switch status {
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusTooManyRequests:
+		return codes.ResourceExhausted
+	case http.StatusServiceUnavailable, http.StatusInternalServerError:
+		return codes.Unavailable
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+		return codes.InvalidArgument
+	default:
+		return codes.PermissionDenied
+	}
+}

@@ -1,0 +1,217 @@
+package extauthz
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/portcullis-mcp/portcullis/policy"
+)
+
+// Decider makes policy decisions. *policy.Engine is one.
+type Decider interface {
+	Eval(ctx context.Context, in *policy.Input) (policy.Decision, error)
+}
+
+// Options configure a [Server]. The zero value is usable.
+type Options struct {
+	// MCPPaths are the paths of the MCP endpoint ("/mcp" when empty): a
+	// request to one of them must carry a valid MCP message.
+	MCPPaths []string
+	// MaxBodyBytes bounds the body that is parsed (1 MiB when 0); a larger
+	// one is refused with 413.
+	MaxBodyBytes int
+	// MaxJSONDepth bounds JSON nesting (64 when 0).
+	MaxJSONDepth int
+	// ResourceMetadataURL is advertised in WWW-Authenticate challenges
+	// (RFC 9728).
+	ResourceMetadataURL string
+	// Logger receives one record per decision; nil discards.
+	Logger *slog.Logger
+}
+
+// Server implements Envoy's Authorization service (ext_authz v3): it builds
+// the policy input from a CheckRequest, asks the Decider, and maps the
+// decision onto a CheckResponse.
+//
+// Check never returns a gRPC error for a request it could read: every
+// refusal, including a failure to decide, is a denied CheckResponse, so an
+// Envoy configured with failure_mode_allow cannot turn an internal error
+// into an allow. A Server is safe for concurrent use.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	decider Decider
+	opts    Options
+	logger  *slog.Logger
+}
+
+var _ authv3.AuthorizationServer = (*Server)(nil)
+
+// New returns a Server deciding with d. It panics if d is nil.
+func New(d Decider, opts *Options) *Server {
+	if d == nil {
+		panic("extauthz: nil Decider")
+	}
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if len(o.MCPPaths) == 0 {
+		o.MCPPaths = []string{"/mcp"}
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.MaxJSONDepth <= 0 {
+		o.MaxJSONDepth = 64
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{decider: d, opts: o, logger: logger}
+}
+
+// Check implements authv3.AuthorizationServer.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
+	start := time.Now()
+	decisionID := newDecisionID()
+	defer func() {
+		if p := recover(); p != nil { // a bug must deny, not crash every MCP server behind us
+			s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "panic in Check",
+				slog.String("decision_id", decisionID), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+			resp = s.refusal(&requestError{status: http.StatusServiceUnavailable, code: CodeInternalError,
+				reason: "internal_error", message: "authorization is temporarily unavailable"}, decisionID)
+		}
+	}()
+	r, rerr := s.buildInput(req)
+	if rerr != nil {
+		s.logRefusal(ctx, decisionID, rerr, start)
+		return s.refusal(rerr, decisionID), nil
+	}
+	r.in.Identity = policy.Anonymous()
+	resp, _ = s.decide(ctx, r, decisionID, start)
+	return resp, nil
+}
+
+// Decide evaluates an input built elsewhere (portcullis policy eval) and
+// returns the CheckResponse Envoy would get for it, with the decision. The
+// error reports a failure to decide; the response then denies with 503.
+func (s *Server) Decide(ctx context.Context, in *policy.Input) (*authv3.CheckResponse, policy.Decision, error) {
+	r := &request{in: in, headers: map[string]string{}, path: "/"}
+	if h, ok := in.Attributes["request"].(map[string]any); ok {
+		if h, ok := h["http"].(map[string]any); ok {
+			if hs, ok := h["headers"].(map[string]any); ok {
+				for k, v := range hs {
+					if v, ok := v.(string); ok {
+						r.headers[strings.ToLower(k)] = v
+					}
+				}
+			}
+		}
+	}
+	if len(in.ParsedPath) > 0 {
+		r.path = "/" + strings.Join(in.ParsedPath, "/")
+	}
+	resp, d := s.decide(ctx, r, newDecisionID(), time.Now())
+	if d == nil {
+		return resp, policy.Decision{}, errors.New("the policy could not decide; see the log")
+	}
+	return resp, *d, nil
+}
+
+// decide asks the Decider and maps its answer; the decision is nil when it
+// could not be made.
+func (s *Server) decide(ctx context.Context, r *request, decisionID string, start time.Time) (*authv3.CheckResponse, *policy.Decision) {
+	d, err := s.decider.Eval(ctx, r.in)
+	if err != nil {
+		reason := ReasonPolicyError
+		if errors.Is(err, policy.ErrNotReady) {
+			reason = "policy_not_ready"
+		}
+		s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "decision failed",
+			slog.String("decision_id", decisionID), slog.String("reason", reason), slog.Any("error", err))
+		// The client learns only that the decision could not be made.
+		return s.refusal(&requestError{
+			status: http.StatusServiceUnavailable, code: CodeInternalError, reason: reason,
+			message: "authorization is temporarily unavailable", id: mcpID(r),
+		}, decisionID), nil
+	}
+	var resp *authv3.CheckResponse
+	if d.Allowed {
+		resp = s.okResponse(r, &d, decisionID)
+	} else {
+		resp = s.deniedResponse(r, &d, decisionID)
+	}
+	s.logDecision(ctx, decisionID, r, &d, start)
+	return resp, &d
+}
+
+func (s *Server) logDecision(ctx context.Context, decisionID string, r *request, d *policy.Decision, start time.Time) {
+	if !s.logger.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("decision_id", decisionID),
+		slog.Bool("allowed", d.Allowed),
+		slog.String("reason", d.Reason),
+		slog.String("subject", r.in.Identity.Subject),
+		slog.String("path", r.path),
+		slog.Duration("duration", time.Since(start)),
+	}
+	if d.DryRun {
+		attrs = append(attrs, slog.Bool("dry_run", true))
+	}
+	if c := r.in.MCP; c != nil {
+		attrs = append(attrs, slog.String("mcp_method", c.Method), slog.String("mcp_name", c.Name))
+	}
+	s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "decision", attrs...)
+}
+
+func (s *Server) logRefusal(ctx context.Context, decisionID string, e *requestError, start time.Time) {
+	s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "decision",
+		slog.String("decision_id", decisionID),
+		slog.Bool("allowed", false),
+		slog.String("reason", e.reason),
+		slog.Int("status", e.status),
+		slog.Duration("duration", time.Since(start)))
+}
+
+// newDecisionID returns a random UUID (version 4) naming one decision in
+// logs, metadata and traces.
+func newDecisionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
+}
+
+// Input builds the policy input for a CheckRequest as Check does, with an
+// anonymous identity. The error is a refusal Check would answer with.
+func (s *Server) Input(req *authv3.CheckRequest) (*policy.Input, error) {
+	r, rerr := s.buildInput(req)
+	if rerr != nil {
+		return nil, rerr
+	}
+	r.in.Identity = policy.Anonymous()
+	return r.in, nil
+}

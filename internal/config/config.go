@@ -1,0 +1,435 @@
+// Package config holds the configuration of the portcullis binary: the
+// Config type, its defaults, strict decoding from YAML and validation.
+//
+// The lifecycle is: [Load] reads a file, expands ${VAR} references in
+// values, and decodes it onto [Default] — an unknown key is an error that
+// names its path; then [Config.Validate] reports every remaining problem at
+// once. Relative file paths are resolved against the config file's
+// directory.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	GRPC      GRPC      `yaml:"grpc"`
+	Admin     Admin     `yaml:"admin"`
+	Authn     Authn     `yaml:"authn"`
+	Policy    Policy    `yaml:"policy"`
+	ExtAuthz  ExtAuthz  `yaml:"extauthz"`
+	RateLimit RateLimit `yaml:"ratelimit"`
+	MCP       MCP       `yaml:"mcp"`
+	Telemetry Telemetry `yaml:"telemetry"`
+
+	// dir is the directory relative paths are resolved against.
+	dir string
+}
+
+// GRPC configures the gRPC listener of `portcullis serve`.
+type GRPC struct {
+	Listen string `yaml:"listen"`
+	TLS    TLS    `yaml:"tls"`
+	// ShutdownGrace bounds GracefulStop before in-flight RPCs are cut.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+}
+
+// TLS configures a TLS server. Empty CertFile means plaintext.
+type TLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Admin configures the admin HTTP listener.
+type Admin struct {
+	Listen string `yaml:"listen"`
+}
+
+// Authn configures who may call.
+type Authn struct {
+	Resource            string     `yaml:"resource"`
+	ResourceMetadataURL string     `yaml:"resource_metadata_url"`
+	AllowAnonymous      bool       `yaml:"allow_anonymous"`
+	ForwardCredentials  bool       `yaml:"forward_credentials"`
+	Providers           []Provider `yaml:"providers"`
+	Lockout             Lockout    `yaml:"lockout"`
+}
+
+// Provider is one identity provider; exactly one kind is set.
+type Provider struct {
+	Name          string         `yaml:"name"`
+	JWT           *JWT           `yaml:"jwt"`
+	APIKey        *APIKey        `yaml:"api_key"`
+	Introspection *Introspection `yaml:"introspection"`
+	MTLS          *MTLS          `yaml:"mtls"`
+	Basic         *Basic         `yaml:"basic"`
+}
+
+// JWT configures bearer JWT validation.
+type JWT struct {
+	Issuer     string            `yaml:"issuer"`
+	Audiences  []string          `yaml:"audiences"`
+	JWKSURL    string            `yaml:"jwks_url"`
+	JWKSFile   string            `yaml:"jwks_file"`
+	Discovery  bool              `yaml:"discovery"`
+	Algorithms []string          `yaml:"algorithms"`
+	ClockSkew  Duration          `yaml:"clock_skew"`
+	Claims     map[string]string `yaml:"claims"`
+}
+
+// APIKey configures API keys read from a header.
+type APIKey struct {
+	Header   string `yaml:"header"`
+	KeysFile string `yaml:"keys_file"`
+}
+
+// Introspection configures OAuth2 token introspection (RFC 7662).
+type Introspection struct {
+	URL              string   `yaml:"url"`
+	ClientID         string   `yaml:"client_id"`
+	ClientSecretFile string   `yaml:"client_secret_file"`
+	CacheTTL         Duration `yaml:"cache_ttl"`
+}
+
+// MTLS configures identity from the mesh peer's SPIFFE ID.
+type MTLS struct {
+	TrustDomain string `yaml:"trust_domain"`
+}
+
+// Basic configures HTTP basic authentication.
+type Basic struct {
+	UsersFile string `yaml:"users_file"`
+}
+
+// Lockout configures blocking after repeated authentication failures.
+type Lockout struct {
+	MaxFailures int      `yaml:"max_failures"`
+	Window      Duration `yaml:"window"`
+	Block       Duration `yaml:"block"`
+}
+
+// Policy configures the Rego engine.
+type Policy struct {
+	Paths    []string `yaml:"paths"`
+	Bundle   Bundle   `yaml:"bundle"`
+	Decision string   `yaml:"decision"`
+	Watch    bool     `yaml:"watch"`
+	DryRun   bool     `yaml:"dry_run"`
+}
+
+// Bundle configures an OPA bundle source.
+type Bundle struct {
+	URL     string   `yaml:"url"`
+	Polling Duration `yaml:"polling"`
+}
+
+// ExtAuthz configures how Check requests are read.
+type ExtAuthz struct {
+	// MCPPaths are the request paths of the MCP endpoint: a request to one
+	// of them must carry a valid MCP message.
+	MCPPaths []string `yaml:"mcp_paths"`
+	// MaxBodyBytes bounds the body Portcullis parses; a larger body is
+	// refused with 413.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// MaxJSONDepth bounds the nesting of a JSON body.
+	MaxJSONDepth int `yaml:"max_json_depth"`
+}
+
+// RateLimit configures the rate-limit service.
+type RateLimit struct {
+	Backend         string   `yaml:"backend"`
+	ConfigPaths     []string `yaml:"config_paths"`
+	Redis           Redis    `yaml:"redis"`
+	FailureMode     string   `yaml:"failure_mode"`
+	ResponseHeaders bool     `yaml:"response_headers"`
+}
+
+// Redis configures the Redis store.
+type Redis struct {
+	URL          string   `yaml:"url"`
+	ClusterAddrs []string `yaml:"cluster_addrs"`
+	Timeout      Duration `yaml:"timeout"`
+}
+
+// MCP configures the bundled MCP server.
+type MCP struct {
+	Listen         string     `yaml:"listen"`
+	AllowedOrigins []string   `yaml:"allowed_origins"`
+	Upstreams      []Upstream `yaml:"upstreams"`
+}
+
+// Upstream is a bridged MCP server.
+type Upstream struct {
+	Name    string            `yaml:"name"`
+	Command string            `yaml:"command"`
+	Args    []string          `yaml:"args"`
+	Env     map[string]string `yaml:"env"`
+	Cwd     string            `yaml:"cwd"`
+	URL     string            `yaml:"url"`
+	Headers map[string]string `yaml:"headers"`
+}
+
+// Telemetry configures logs, traces and metrics.
+type Telemetry struct {
+	ServiceName string `yaml:"service_name"`
+	LogLevel    string `yaml:"log_level"`
+	LogFormat   string `yaml:"log_format"`
+}
+
+// Default returns the configuration used for every key a file leaves out.
+func Default() Config {
+	return Config{
+		GRPC:  GRPC{Listen: ":9191", ShutdownGrace: Duration(10 * time.Second)},
+		Admin: Admin{Listen: ":9192"},
+		Authn: Authn{Lockout: Lockout{MaxFailures: 5, Window: Duration(time.Minute), Block: Duration(5 * time.Minute)}},
+		Policy: Policy{
+			Decision: "mcp/authz/decision",
+			Bundle:   Bundle{Polling: Duration(30 * time.Second)},
+			Watch:    true,
+		},
+		ExtAuthz: ExtAuthz{MCPPaths: []string{"/mcp"}, MaxBodyBytes: 1 << 20, MaxJSONDepth: 64},
+		RateLimit: RateLimit{
+			Backend:         "memory",
+			Redis:           Redis{URL: "redis://127.0.0.1:6379/0", Timeout: Duration(50 * time.Millisecond)},
+			FailureMode:     "allow",
+			ResponseHeaders: true,
+		},
+		MCP:       MCP{Listen: ":8080"},
+		Telemetry: Telemetry{ServiceName: "portcullis", LogLevel: "info", LogFormat: "json"},
+	}
+}
+
+// Load reads the file at path and decodes it onto [Default]. getenv
+// resolves ${VAR} references. Load does not validate: call
+// [Config.Validate]. The error, when not nil, joins every decoding problem;
+// each is a *[FieldError].
+func Load(path string, getenv func(string) string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, filepath.Dir(abs), getenv)
+}
+
+// Parse decodes YAML data onto [Default]; relative paths in it will be
+// resolved against dir.
+func Parse(data []byte, dir string, getenv func(string) string) (*Config, error) {
+	cfg := Default()
+	cfg.dir = dir
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("parse YAML: %w", err)
+	}
+	if root.Kind == 0 || len(root.Content) == 0 || root.Content[0].Tag == "!!null" {
+		return &cfg, nil // an empty file (or only comments) means all defaults
+	}
+	d := decoder{getenv: getenv}
+	d.decode("", &root, reflect.ValueOf(&cfg).Elem())
+	if len(d.errs) > 0 {
+		return nil, errors.Join(d.errs...)
+	}
+	return &cfg, nil
+}
+
+// Path resolves p against the config file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// SetDir sets the directory relative paths are resolved against; for
+// configurations built in code rather than loaded from a file.
+func (c *Config) SetDir(dir string) { c.dir = dir }
+
+var decisionPath = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$`)
+
+// Validate reports every problem with the configuration, each as a
+// *[FieldError], joined with errors.Join. It checks that every file the
+// configuration names exists.
+func (c *Config) Validate() error {
+	v := validator{}
+	v.listen("grpc.listen", c.GRPC.Listen)
+	v.listen("admin.listen", c.Admin.Listen)
+	v.listen("mcp.listen", c.MCP.Listen)
+	v.positive("grpc.shutdown_grace", c.GRPC.ShutdownGrace)
+	if (c.GRPC.TLS.CertFile == "") != (c.GRPC.TLS.KeyFile == "") {
+		v.add("grpc.tls", "cert_file and key_file go together")
+	}
+	if c.GRPC.TLS.ClientCAFile != "" && c.GRPC.TLS.CertFile == "" {
+		v.add("grpc.tls.client_ca_file", "needs cert_file and key_file")
+	}
+	v.file("grpc.tls.cert_file", c.Path(c.GRPC.TLS.CertFile))
+	v.file("grpc.tls.key_file", c.Path(c.GRPC.TLS.KeyFile))
+	v.file("grpc.tls.client_ca_file", c.Path(c.GRPC.TLS.ClientCAFile))
+
+	c.validateAuthn(&v)
+
+	p := c.Policy
+	switch {
+	case len(p.Paths) == 0 && p.Bundle.URL == "":
+		v.add("policy", "set paths or bundle.url")
+	case len(p.Paths) > 0 && p.Bundle.URL != "":
+		v.add("policy", "set paths or bundle.url, not both")
+	}
+	for i, path := range p.Paths {
+		v.exists(fmt.Sprintf("policy.paths[%d]", i), c.Path(path))
+	}
+	if p.Bundle.URL != "" {
+		v.url("policy.bundle.url", p.Bundle.URL)
+		v.positive("policy.bundle.polling", p.Bundle.Polling)
+	}
+	if !decisionPath.MatchString(p.Decision) {
+		v.add("policy.decision", fmt.Sprintf("%q is not a rule path such as mcp/authz/decision", clip(p.Decision)))
+	}
+
+	e := c.ExtAuthz
+	for i, path := range e.MCPPaths {
+		if len(path) == 0 || path[0] != '/' {
+			v.add(fmt.Sprintf("extauthz.mcp_paths[%d]", i), "must start with /")
+		}
+	}
+	if e.MaxBodyBytes <= 0 {
+		v.add("extauthz.max_body_bytes", "must be positive")
+	}
+	if e.MaxJSONDepth <= 0 || e.MaxJSONDepth > 1000 {
+		v.add("extauthz.max_json_depth", "must be between 1 and 1000")
+	}
+
+	r := c.RateLimit
+	v.oneOf("ratelimit.backend", r.Backend, "memory", "redis")
+	v.oneOf("ratelimit.failure_mode", r.FailureMode, "allow", "deny")
+	for i, path := range r.ConfigPaths {
+		v.exists(fmt.Sprintf("ratelimit.config_paths[%d]", i), c.Path(path))
+	}
+	v.positive("ratelimit.redis.timeout", r.Redis.Timeout)
+	if r.Backend == "redis" && r.Redis.URL == "" && len(r.Redis.ClusterAddrs) == 0 {
+		v.add("ratelimit.redis", "set url or cluster_addrs")
+	}
+
+	for i, u := range c.MCP.Upstreams {
+		path := fmt.Sprintf("mcp.upstreams[%d]", i)
+		if u.Name == "" {
+			v.add(path+".name", "required")
+		}
+		if (u.Command == "") == (u.URL == "") {
+			v.add(path, "set command or url, not both")
+		}
+	}
+
+	t := c.Telemetry
+	v.oneOf("telemetry.log_level", t.LogLevel, "debug", "info", "warn", "error")
+	v.oneOf("telemetry.log_format", t.LogFormat, "json", "text")
+	return errors.Join(v.errs...)
+}
+
+func (c *Config) validateAuthn(v *validator) {
+	a := c.Authn
+	if a.Resource != "" {
+		v.url("authn.resource", a.Resource)
+	}
+	if a.ResourceMetadataURL != "" {
+		v.url("authn.resource_metadata_url", a.ResourceMetadataURL)
+	}
+	names := map[string]bool{}
+	for i, p := range a.Providers {
+		path := fmt.Sprintf("authn.providers[%d]", i)
+		if p.Name == "" {
+			v.add(path+".name", "required")
+		} else if names[p.Name] {
+			v.add(path+".name", fmt.Sprintf("duplicate provider name %q", p.Name))
+		}
+		names[p.Name] = true
+		kinds := 0
+		for _, set := range []bool{p.JWT != nil, p.APIKey != nil, p.Introspection != nil, p.MTLS != nil, p.Basic != nil} {
+			if set {
+				kinds++
+			}
+		}
+		if kinds != 1 {
+			v.add(path, "set exactly one of jwt, api_key, introspection, mtls, basic")
+		}
+		// Identity providers are wired in by the identity work; until then
+		// a configured provider must not be silently ignored.
+		v.add(path, "identity providers are not supported by this build yet")
+	}
+	if a.Lockout.MaxFailures < 0 {
+		v.add("authn.lockout.max_failures", "must not be negative")
+	}
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) add(path, msg string) {
+	v.errs = append(v.errs, &FieldError{Path: path, Err: errors.New(msg)})
+}
+
+func (v *validator) listen(path, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(path, fmt.Sprintf("%q is not host:port", clip(addr)))
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.add(path, fmt.Sprintf("bad port %q", clip(port)))
+	}
+}
+
+func (v *validator) positive(path string, d Duration) {
+	if d <= 0 {
+		v.add(path, "must be a positive duration")
+	}
+}
+
+func (v *validator) oneOf(path, val string, allowed ...string) {
+	if !slices.Contains(allowed, val) {
+		v.add(path, fmt.Sprintf("%q is not one of %v", clip(val), allowed))
+	}
+}
+
+func (v *validator) url(path, s string) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https" {
+		v.add(path, fmt.Sprintf("%q is not an http(s) URL", clip(s)))
+	}
+}
+
+// file checks that a named file exists and is a regular file.
+func (v *validator) file(path, name string) {
+	if name == "" {
+		return
+	}
+	fi, err := os.Stat(name)
+	switch {
+	case err != nil:
+		v.add(path, fmt.Sprintf("%s: %v", name, errors.Unwrap(err)))
+	case fi.IsDir():
+		v.add(path, name+" is a directory, want a file")
+	}
+}
+
+// exists checks that a named file or directory exists.
+func (v *validator) exists(path, name string) {
+	if _, err := os.Stat(name); err != nil {
+		v.add(path, fmt.Sprintf("%s: %v", name, errors.Unwrap(err)))
+	}
+}
