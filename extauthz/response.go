@@ -97,7 +97,12 @@ func (s *Server) deniedResponse(r *request, d *policy.Decision, decisionID strin
 	for _, h := range d.Headers {
 		headers = append(headers, headerOption(h.Key, h.Value, h.Append))
 	}
-	if status == http.StatusForbidden && len(d.Scopes) > 0 {
+	switch {
+	case hasHeader(d.Headers, "www-authenticate"):
+		// The policy wrote its own challenge.
+	case status == http.StatusUnauthorized:
+		headers = append(headers, headerOption("www-authenticate", s.challenge(""), false))
+	case status == http.StatusForbidden && len(d.Scopes) > 0:
 		headers = append(headers, headerOption("www-authenticate", s.challenge(`error="insufficient_scope", scope=`+quote(strings.Join(d.Scopes, " "))), false))
 	}
 	body := d.Body
@@ -136,14 +141,26 @@ func (s *Server) refusal(e *requestError, decisionID string) *authv3.CheckRespon
 // challenge builds a WWW-Authenticate Bearer challenge (RFC 6750) with the
 // resource metadata URL (RFC 9728) when one is configured.
 func (s *Server) challenge(params string) string {
-	v := "Bearer " + params
+	v := "Bearer"
+	if params != "" {
+		v += " " + params
+	}
 	if s.opts.ResourceMetadataURL != "" {
 		if params != "" {
-			v += ", "
+			v += ","
 		}
-		v += "resource_metadata=" + quote(s.opts.ResourceMetadataURL)
+		v += " resource_metadata=" + quote(s.opts.ResourceMetadataURL)
 	}
 	return v
+}
+
+func hasHeader(hs []policy.Header, key string) bool {
+	for _, h := range hs {
+		if h.Key == key {
+			return true
+		}
+	}
+	return false
 }
 
 func quote(s string) string {

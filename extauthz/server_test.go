@@ -197,7 +197,11 @@ func TestCheckDenyMapping(t *testing.T) {
 			name:     "policy status and headers",
 			decision: policy.Decision{Reason: "log in", HTTPStatus: 401, Headers: []policy.Header{{Key: "x-why", Value: "login"}}},
 			body:     toolCall,
-			want:     denial{status: 401, rpcCode: CodeUnauthorized, id: 7.0, message: "log in", headers: map[string]string{"content-type": "application/json", "x-why": "login"}},
+			want: denial{status: 401, rpcCode: CodeUnauthorized, id: 7.0, message: "log in", headers: map[string]string{
+				"content-type":     "application/json",
+				"x-why":            "login",
+				"www-authenticate": `Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource"`,
+			}},
 			grpcCode: codes.Unauthenticated,
 		},
 		{
@@ -209,6 +213,15 @@ func TestCheckDenyMapping(t *testing.T) {
 				"www-authenticate": `Bearer error="insufficient_scope", scope="mcp:admin mcp:tools", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource"`,
 			}},
 			grpcCode: codes.PermissionDenied,
+		},
+		{
+			name:     "policy's own challenge wins",
+			decision: policy.Decision{HTTPStatus: 401, Headers: []policy.Header{{Key: "www-authenticate", Value: `Basic realm="x"`}}},
+			body:     toolCall,
+			want: denial{status: 401, rpcCode: CodeUnauthorized, id: 7.0, message: "denied by policy", headers: map[string]string{
+				"content-type": "application/json", "www-authenticate": `Basic realm="x"`,
+			}},
+			grpcCode: codes.Unauthenticated,
 		},
 		{
 			name:     "empty reason",

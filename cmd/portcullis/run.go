@@ -116,8 +116,8 @@ func loadConfig(path string, getenv func(string) string) (*config.Config, error)
 		return nil, usagef("--config is required")
 	}
 	cfg, err := config.Load(path, getenv)
-	if err == nil {
-		err = cfg.Validate()
+	if cfg != nil {
+		err = errors.Join(err, cfg.Validate())
 	}
 	if err != nil {
 		return nil, usageError{fmt.Errorf("%s:\n  %s", path, strings.ReplaceAll(err.Error(), "\n", "\n  "))}

@@ -216,7 +216,8 @@ func Default() Config {
 // Load reads the file at path and decodes it onto [Default]. getenv
 // resolves ${VAR} references. Load does not validate: call
 // [Config.Validate]. The error, when not nil, joins every decoding problem;
-// each is a *[FieldError].
+// each is a *[FieldError]. With decoding problems the returned Config holds
+// what could be decoded, so that Validate can report the rest.
 func Load(path string, getenv func(string) string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -243,10 +244,7 @@ func Parse(data []byte, dir string, getenv func(string) string) (*Config, error)
 	}
 	d := decoder{getenv: getenv}
 	d.decode("", &root, reflect.ValueOf(&cfg).Elem())
-	if len(d.errs) > 0 {
-		return nil, errors.Join(d.errs...)
-	}
-	return &cfg, nil
+	return &cfg, errors.Join(d.errs...)
 }
 
 // Path resolves p against the config file's directory.

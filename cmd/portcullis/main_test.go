@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/portcullis-mcp/portcullis/internal/config"
+)
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func noEnv(string) string { return "" }
+
+// runCmd runs the command line and returns its exit code and output.
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(testContext(t), args, noEnv, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func write(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "rego/p.rego", "package mcp.authz\n\ndefault decision := false\n")
+	good := write(t, dir, "good.yaml", "policy:\n  paths: [rego]\n")
+	bad := write(t, dir, "bad.yaml", "policy:\n  pathz: [rego]\n  bundle: { url: \"\" }\nratelimit:\n  config_paths: [limits.yaml]\n")
+	broken := write(t, dir, "broken.yaml", "policy:\n  paths: [broken]\n")
+	write(t, dir, "broken/p.rego", "package mcp.authz\n\ndecision := {\n")
+
+	code, out, _ := runCmd(t, "config", "check", "--config", good)
+	if code != 0 || !strings.Contains(out, "ok") {
+		t.Errorf("good config: exit %d, %q", code, out)
+	}
+	code, _, errOut := runCmd(t, "config", "check", "--config", bad)
+	if code != exitUsage {
+		t.Errorf("bad config: exit %d, want %d", code, exitUsage)
+	}
+	for _, want := range []string{
+		`policy.pathz (line 2): unknown key (did you mean "paths"?)`,
+		`ratelimit.config_paths[0]: ` + filepath.Join(dir, "limits.yaml") + `: no such file or directory`,
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("bad config output lacks %q:\n%s", want, errOut)
+		}
+	}
+	code, _, errOut = runCmd(t, "config", "check", "--config", broken)
+	if code != exitUsage || !strings.Contains(errOut, "p.rego:4") {
+		t.Errorf("broken policy: exit %d:\n%s", code, errOut)
+	}
+	if code, _, _ := runCmd(t, "config", "check"); code != exitUsage {
+		t.Errorf("no --config: exit %d", code)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if code, _, _ := runCmd(t); code != exitUsage {
+		t.Errorf("no args: exit %d", code)
+	}
+	if code, _, errOut := runCmd(t, "frobnicate"); code != exitUsage || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: exit %d, %q", code, errOut)
+	}
+	if code, _, _ := runCmd(t, "serve", "--no-such-flag"); code != exitUsage {
+		t.Errorf("bad flag: exit %d", code)
+	}
+	code, out, _ := runCmd(t, "version")
+	if code != 0 || !strings.Contains(out, "portcullis") || !strings.Contains(out, "go1.") {
+		t.Errorf("version: exit %d, %q", code, out)
+	}
+}
+
+func TestPolicyTest(t *testing.T) {
+	if code, out, _ := runCmd(t, "policy", "test", "../../rego"); code != 0 {
+		t.Errorf("policy test rego: exit %d\n%s", code, out)
+	}
+	dir := t.TempDir()
+	write(t, dir, "p.rego", "package x\n\nallow := false\n")
+	write(t, dir, "p_test.rego", "package x\n\ntest_allow if allow\n")
+	code, out, _ := runCmd(t, "policy", "test", dir)
+	if code != 2 || !strings.Contains(out, "data.x.test_allow: FAIL") {
+		t.Errorf("failing test: exit %d (want 2, as opa test)\n%s", code, out)
+	}
+}
+
+func TestPolicyEval(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "rego/p.rego", `package mcp.authz
+
+default decision := {"allowed": false, "reason": "no"}
+
+decision := {"allowed": true, "headers": {"x-tool": input.mcp.tool}} if input.mcp.tool == "echo"
+`)
+	cfg := write(t, dir, "c.yaml", "policy:\n  paths: [rego]\n")
+	checkReq := write(t, dir, "req.json", `{"attributes": {"request": {"http": {"method": "POST", "path": "/mcp",
+		"headers": {"content-type": "application/json"},
+		"body": "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\"}}"}}}}`)
+	inputDoc := write(t, dir, "input.json", `{"parsed_path": ["mcp"], "mcp": {"method": "tools/call", "tool": "rm", "name": "rm", "source": "body"}}`)
+
+	var out struct {
+		Decision      map[string]any `json:"decision"`
+		CheckResponse map[string]any `json:"check_response"`
+	}
+	code, stdout, stderr := runCmd(t, "policy", "eval", "--config", cfg, "--input", checkReq)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Decision["allowed"] != true || !strings.Contains(stdout, `"x-tool"`) || out.CheckResponse["okResponse"] == nil {
+		t.Errorf("CheckRequest eval:\n%s", stdout)
+	}
+	code, stdout, stderr = runCmd(t, "policy", "eval", "--config", cfg, "--input", inputDoc)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	out.Decision, out.CheckResponse = nil, nil
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Decision["allowed"] != false || out.Decision["reason"] != "no" || out.CheckResponse["deniedResponse"] == nil {
+		t.Errorf("input document eval:\n%s", stdout)
+	}
+	if code, _, _ := runCmd(t, "policy", "eval", "--input", filepath.Join(dir, "missing.json")); code != exitUsage {
+		t.Errorf("missing input: exit %d", code)
+	}
+}
+
+// TestServe runs portcullis serve on loopback ports: Check and health over
+// gRPC, the admin endpoints over HTTP, then a graceful stop.
+func TestServe(t *testing.T) {
+	ctx := testContext(t)
+	dir := t.TempDir()
+	write(t, dir, "rego/p.rego", `package mcp.authz
+
+default decision := {"allowed": false, "reason": "no"}
+
+decision := {"allowed": true} if input.mcp.tool == "echo"
+`)
+	cfg, err := config.Parse([]byte(`
+grpc: { listen: "127.0.0.1:0" }
+admin: { listen: "127.0.0.1:0" }
+policy: { paths: [rego] }
+`), dir, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	serveCtx, stop := context.WithCancel(ctx)
+	ready := make(chan listeners, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(serveCtx, cfg, slog.New(slog.DiscardHandler), ready) }()
+	var addrs listeners
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatalf("serve ended: %v", err)
+	}
+
+	conn, err := grpc.NewClient(addrs.grpc.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	waitServing := func(service string) {
+		for {
+			r, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+			if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("health %q never SERVING: %v %v", service, r, err)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	waitServing("")
+	waitServing("envoy.service.auth.v3.Authorization")
+
+	client := authv3.NewAuthorizationClient(conn)
+	check := func(tool string) int32 {
+		resp, err := client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: "POST", Path: "/mcp", Headers: map[string]string{"content-type": "application/json"},
+				Body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `"}}`,
+			}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetStatus().GetCode()
+	}
+	if check("echo") != 0 || check("rm") == 0 {
+		t.Error("Check answers wrong")
+	}
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addrs.admin.String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != 200 || !strings.Contains(body, `"revision": "sha256:`) {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, `portcullis_policy_reloads_total{`) {
+		t.Errorf("/metrics: %d %s", code, body)
+	}
+	if code, _ := get("/debug/pprof/"); code != 200 {
+		t.Errorf("/debug/pprof/: %d", code)
+	}
+
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("serve did not stop")
+	}
+}
