@@ -1,8 +1,6 @@
 package extauthz
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"mime"
 	"net/http"
@@ -11,7 +9,6 @@ import (
 	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/portcullis-mcp/portcullis/policy"
 )
@@ -227,25 +224,4 @@ func (s *Server) isMCPPath(path string) bool {
 		}
 	}
 	return false
-}
-
-var attrsMarshal = protojson.MarshalOptions{}
-
-// attributesMap renders the attributes in protojson with lowerCamel names,
-// as opa-envoy-plugin does.
-func attributesMap(attrs *authv3.AttributeContext) (map[string]any, error) {
-	b, err := attrsMarshal.Marshal(attrs)
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(&m); err != nil {
-		return nil, err
-	}
-	if m == nil {
-		m = map[string]any{}
-	}
-	return m, nil
 }
