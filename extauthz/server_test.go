@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/portcullis-mcp/portcullis/policy"
@@ -106,9 +106,9 @@ func readDenial(t *testing.T, resp *authv3.CheckResponse) denial {
 func TestCheckAllowMapping(t *testing.T) {
 	ctx := testContext(t)
 	dec := &fixedDecider{d: policy.Decision{
-		Allowed: true,
-		Reason:  "ok",
-		Headers: []policy.Header{{Key: "x-tenant", Value: "acme"}, {Key: "x-tag", Value: "a"}, {Key: "x-tag", Value: "b", Append: true}},
+		Allowed:                 true,
+		Reason:                  "ok",
+		Headers:                 []policy.Header{{Key: "x-tenant", Value: "acme"}, {Key: "x-tag", Value: "a"}, {Key: "x-tag", Value: "b", Append: true}},
 		RequestHeadersToRemove:  []string{"cookie"},
 		ResponseHeadersToAdd:    []policy.Header{{Key: "x-served-by", Value: "portcullis"}},
 		QueryParametersToSet:    []policy.QueryParameter{{Key: "tenant", Value: "acme"}},

@@ -76,7 +76,7 @@ func policyEvalCmd(ctx context.Context, args []string, getenv func(string) strin
 	}
 	opts := policyOptions(cfg, nil, nil)
 	if *cfgPath == "" {
-		opts.FS, opts.Paths, opts.Decision = rego.Default, []string{"default"}, defaultPolicyDecision
+		opts.FS, opts.Paths, opts.Decision = rego.Default, []string{"default"}, rego.DefaultDecision
 	}
 	opts.Watch = false
 	if opts.BundleURL != "" {
@@ -141,6 +141,3 @@ func printJSON(w io.Writer, v any) error {
 	}
 	return nil
 }
-
-// defaultPolicyDecision is the decision rule of the embedded default policy.
-const defaultPolicyDecision = "portcullis/builtin/decision"
