@@ -10,7 +10,7 @@ import (
 
 // This file holds decodeJSON, the strict JSON decoder that reads request
 // bodies. It produces the same values as encoding/json decoding into an
-// interface{} with UseNumber (map[string]any, []any, string, json.Number,
+// any with UseNumber (map[string]any, []any, string, json.Number,
 // bool, nil), but refuses every input on which two readers could disagree:
 //
 //   - invalid UTF-8 anywhere, and \u escapes that are unpaired UTF-16
