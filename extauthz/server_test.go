@@ -478,20 +478,51 @@ func TestDecisionIDs(t *testing.T) {
 	}
 }
 
-// BenchmarkCheck measures one Check of an MCP tools/call body against the
-// RBAC test policy, without the network.
+// asCaller stands in for the identity stage, which is not wired in yet: it
+// gives the policy an authenticated caller.
+type asCaller struct {
+	d  Decider
+	id policy.Identity
+}
+
+func (a asCaller) Eval(ctx context.Context, in *policy.Input) (policy.Decision, error) {
+	in.Identity = a.id
+	return a.d.Eval(ctx, in)
+}
+
+// BenchmarkCheck measures one Check of an MCP tools/call body, without the
+// network: input building, MCP extraction, the Rego decision and the
+// CheckResponse. "rbac" is the shipped RBAC example on its allow path (a
+// "dev" caller with scope mcp:tools calling fs.read).
 func BenchmarkCheck(b *testing.B) {
 	ctx := context.Background()
-	s := New(testEngine(b, []string{"testdata/policy"}, ""), nil)
-	req := mcpCheck(toolCall, map[string]string{"mcp-method": "tools/call", "mcp-name": "fs.read", "mcp-protocol-version": "2025-11-25"})
-	resp, _ := s.Check(ctx, req)
-	if resp.GetStatus().GetCode() != 0 {
-		b.Fatalf("not allowed: %v", resp)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := s.Check(ctx, req); err != nil {
-			b.Fatal(err)
-		}
+	dev := policy.Identity{Authenticated: true, Provider: "corp", Kind: policy.KindJWT, Subject: "alice",
+		Roles: []string{"dev"}, Scopes: []string{"mcp:tools"}}
+	for _, bc := range []struct {
+		name     string
+		decider  Decider
+		allowed  bool
+		headers  map[string]string
+		toolBody string
+	}{
+		{"rbac", asCaller{testEngine(b, []string{"../rego/examples/rbac"}, ""), dev}, true, nil, toolCall},
+		{"small-policy", testEngine(b, []string{"testdata/policy"}, ""), true, nil, toolCall},
+		{"rbac-with-mcp-headers", asCaller{testEngine(b, []string{"../rego/examples/rbac"}, ""), dev}, true,
+			map[string]string{"mcp-method": "tools/call", "mcp-name": "fs.read", "mcp-protocol-version": "2025-11-25"}, toolCall},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := New(bc.decider, nil)
+			req := mcpCheck(bc.toolBody, bc.headers)
+			resp, _ := s.Check(ctx, req)
+			if allowed := resp.GetStatus().GetCode() == 0; allowed != bc.allowed {
+				b.Fatalf("allowed = %v: %v", allowed, resp)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Check(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

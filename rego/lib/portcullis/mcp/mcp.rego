@@ -374,24 +374,32 @@ strings_in(x) := {s | walk(x, [_, s]); is_string(s)} | {k |
 #   a ".." segment followed by a separator or ending the string (plain,
 #   percent-encoded or double-encoded; "/" or "\"), "%2e%2e" anywhere, a
 #   leading "/etc/", or a NUL byte (raw or "%00").
-path_traversal(x) if {
-	some s in strings_in(x)
+path_traversal(x) if _any_traversal(strings_in(x))
+
+# METADATA
+# description: |
+#   strings_in(arguments): the strings of the call's arguments, walked once
+#   per decision (a rule is evaluated once; a function call is not cached).
+argument_strings := strings_in(arguments)
+
+_any_traversal(ss) if {
+	some s in ss
 	_traversal(s)
 }
 
-# A dot-dot followed by a separator: ../ ..\ %2e%2e/ ..%2f %252e%252e%252f ...
-_traversal(s) if regex.match(`(?i)(\.|%2e|%252e)(\.|%2e|%252e)(/|\\|%2f|%5c|%252f|%255c)`, s)
+# One pass per string: a dot-dot followed by a separator (../ ..\ %2e%2e/
+# ..%2f %252e%252e%252f ...), a dot-dot segment at the end (".." "/tmp/.."
+# "a\.."), "%2e%2e" anywhere, a leading "/etc/", or NUL (raw or "%00").
+_traversal(s) if regex.match(_traversal_pattern, s)
 
-# A dot-dot segment at the end: ".." "/tmp/.." "a\.."
-_traversal(s) if regex.match(`(?i)(^|/|\\|%2f|%5c)(\.|%2e|%252e)(\.|%2e|%252e)$`, s)
+_dot := `(\.|%2e|%252e)`
 
-_traversal(s) if contains(lower(s), "%2e%2e")
-
-_traversal(s) if startswith(s, "/etc/")
-
-_traversal(s) if contains(s, "\u0000")
-
-_traversal(s) if contains(lower(s), "%00")
+_traversal_pattern := concat("", [
+	`(?i)`,
+	_dot, _dot, `(/|\\|%2f|%5c|%252f|%255c)`,
+	`|(^|/|\\|%2f|%5c)`, _dot, _dot, `$`,
+	`|%2e%2e|^/etc/|\x00|%00`,
+])
 
 # METADATA
 # description: |
@@ -424,11 +432,16 @@ prompt_injection(x) if prompt_injection_with(x, [])
 #   prompt_injection with more markers: the strings in extra_markers (an
 #   array or set) count too, compared the same way. Values that are not
 #   strings, and strings of white space alone, are ignored.
-prompt_injection_with(x, extra_markers) if {
+prompt_injection_with(x, extra_markers) if _any_injection(strings_in(x), extra_markers)
+
+_any_injection(ss, extra_markers) if {
 	extra := {_normalize(m) | some m in extra_markers; is_string(m); trim_space(m) != ""}
-	some s in strings_in(x)
-	text := _normalize(s)
-	some marker in (injection_markers | extra)
+	markers := injection_markers | extra
+
+	# One text for all strings, joined by NUL (not white space, so no marker
+	# can span two values), normalized once.
+	text := _normalize(concat("\u0000", ss))
+	some marker in markers
 	contains(text, marker)
 }
 
@@ -462,7 +475,7 @@ call_denial_with(kind, t, extra_markers) := deny(413, sprintf("%s %q: request bo
 } else := deny(403, sprintf("%s %q contains a path traversal", [kind, t])) if {
 	path_traversal(t)
 } else := deny(403, sprintf("%s %q: arguments contain a path traversal", [kind, t])) if {
-	path_traversal(arguments)
+	_any_traversal(argument_strings)
 } else := deny(403, sprintf("%s %q: arguments contain a prompt-injection marker", [kind, t])) if {
-	prompt_injection_with(arguments, extra_markers)
+	_any_injection(argument_strings, extra_markers)
 }
