@@ -12,11 +12,13 @@
 //
 // Requests Portcullis cannot read are refused before the policy runs:
 //
-//	400  no HTTP attributes, malformed path or query, malformed JSON-RPC
+//	400  no HTTP attributes, malformed path or query, a header value that is
+//	     not UTF-8, malformed JSON-RPC
 //	     (-32700 parse error, -32600 invalid request), batch requests,
 //	     Mcp-Method/Mcp-Name headers that disagree with the body (-32020)
 //	413  a body larger than Options.MaxBodyBytes
 //	415  an MCP POST whose content type is not JSON
+//	431  request headers larger than Options.MaxHeaderBytes in all
 //	503  the policy could not decide (error, not loaded): never an allow
 //
 // A policy denial is 403 unless the policy sets http_status.

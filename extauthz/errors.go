@@ -23,6 +23,7 @@ const (
 	ReasonBatch           = "batch_not_supported"
 	ReasonHeaderMismatch  = "header_mismatch"
 	ReasonBodyTooLarge    = "body_too_large"
+	ReasonHeadersTooLarge = "headers_too_large"
 	ReasonNoHTTP          = "no_http_attributes"
 	ReasonPolicyError     = "policy_error"
 	ReasonPolicyUndefined = "policy_undefined"

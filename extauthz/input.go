@@ -36,7 +36,11 @@ func (s *Server) buildInput(req *authv3.CheckRequest) (*request, *requestError) 
 	if h == nil {
 		return nil, badRequest(CodeInvalidRequest, ReasonNoHTTP, "the check request has no HTTP attributes", nil)
 	}
-	r := &request{in: &policy.Input{}, headers: headerMap(h)}
+	headers, rerr := s.headerMap(h)
+	if rerr != nil {
+		return nil, rerr
+	}
+	r := &request{in: &policy.Input{}, headers: headers}
 
 	rawPath, rawQuery, _ := strings.Cut(h.GetPath(), "?")
 	segs, err := parsePath(rawPath)
@@ -91,13 +95,33 @@ func (s *Server) buildInput(req *authv3.CheckRequest) (*request, *requestError) 
 	if r.in.Attributes, err = attributesMap(attrs); err != nil {
 		return nil, badRequest(CodeInvalidRequest, ReasonInvalidRequest, "the check request cannot be encoded", nil)
 	}
+	if len(h.GetHeaders()) == 0 && len(headers) > 0 {
+		// Envoy sent header_map (encode_raw_headers): give policies the
+		// headers map they read with opa-envoy-plugin too.
+		hm := make(map[string]any, len(headers))
+		for k, v := range headers {
+			hm[k] = v
+		}
+		if req, ok := r.in.Attributes["request"].(map[string]any); ok {
+			if hr, ok := req["http"].(map[string]any); ok {
+				hr["headers"] = hm
+			}
+		}
+	}
 	return r, nil
 }
 
 // headerMap returns the request headers by lower-cased name. Envoy sends
 // either headers (values of repeated headers joined with ",") or, with
-// encode_raw_headers, header_map; both are read the same way.
-func headerMap(h *authv3.AttributeContext_HttpRequest) map[string]string {
+// encode_raw_headers, header_map; both are read the same way. Headers over
+// MaxHeaderBytes in all are refused with 431, values that are not UTF-8
+// with 400.
+func (s *Server) headerMap(h *authv3.AttributeContext_HttpRequest) (map[string]string, *requestError) {
+	size := 0
+	tooLarge := func() *requestError {
+		return &requestError{status: http.StatusRequestHeaderFieldsTooLarge, code: CodeInvalidRequest, reason: ReasonHeadersTooLarge,
+			message: fmt.Sprintf("request headers exceed %d bytes", s.opts.MaxHeaderBytes)}
+	}
 	if hm := h.GetHeaderMap(); hm != nil && len(hm.GetHeaders()) > 0 {
 		out := make(map[string]string, len(hm.GetHeaders()))
 		for _, hv := range hm.GetHeaders() {
@@ -106,19 +130,28 @@ func headerMap(h *authv3.AttributeContext_HttpRequest) map[string]string {
 			if v == "" {
 				v = string(hv.GetRawValue())
 			}
+			if size += len(k) + len(v); size > s.opts.MaxHeaderBytes {
+				return nil, tooLarge()
+			}
+			if !utf8.ValidString(v) {
+				return nil, badRequest(CodeInvalidRequest, ReasonInvalidRequest, fmt.Sprintf("header %q is not valid UTF-8", clipEcho(k)), nil)
+			}
 			if prev, ok := out[k]; ok {
 				v = prev + "," + v
 			}
 			out[k] = v
 		}
-		return out
+		return out, nil
 	}
 	src := h.GetHeaders()
 	out := make(map[string]string, len(src))
 	for k, v := range src {
+		if size += len(k) + len(v); size > s.opts.MaxHeaderBytes {
+			return nil, tooLarge()
+		}
 		out[strings.ToLower(k)] = v
 	}
-	return out
+	return out, nil
 }
 
 // parsePath splits a path on "/", percent-decodes each segment and removes

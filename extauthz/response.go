@@ -280,7 +280,7 @@ func grpcCodeForStatus(status int) codes.Code {
 		return codes.ResourceExhausted
 	case http.StatusServiceUnavailable, http.StatusInternalServerError:
 		return codes.Unavailable
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusRequestHeaderFieldsTooLarge:
 		return codes.InvalidArgument
 	default:
 		return codes.PermissionDenied

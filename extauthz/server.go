@@ -31,6 +31,9 @@ type Options struct {
 	MaxBodyBytes int
 	// MaxJSONDepth bounds JSON nesting (64 when 0).
 	MaxJSONDepth int
+	// MaxHeaderBytes bounds the request headers, names and values added up
+	// (64 KiB when 0); more is refused with 431.
+	MaxHeaderBytes int
 	// ResourceMetadataURL is advertised in WWW-Authenticate challenges
 	// (RFC 9728).
 	ResourceMetadataURL string
@@ -72,6 +75,9 @@ func New(d Decider, opts *Options) *Server {
 	}
 	if o.MaxJSONDepth <= 0 {
 		o.MaxJSONDepth = 64
+	}
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = 64 << 10
 	}
 	logger := o.Logger
 	if logger == nil {

@@ -310,6 +310,16 @@ func TestCheckRefusals(t *testing.T) {
 			r.Attributes.Request.Http.Path = "/mcp?a=%zz"
 			return r
 		}(), 400, CodeInvalidRequest, nil},
+		{"headers too large", mcpCheck(toolCall, map[string]string{"x-big": strings.Repeat("b", 70<<10)}), 431, CodeInvalidRequest, nil},
+		{"raw header not UTF-8", func() *authv3.CheckRequest {
+			r := mcpCheck(toolCall, nil)
+			r.Attributes.Request.Http.Headers = nil
+			r.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+				{Key: "content-type", RawValue: []byte("application/json")},
+				{Key: "x-name", RawValue: []byte{0xff, 0xfe}},
+			}}
+			return r
+		}(), 400, CodeInvalidRequest, nil},
 		{"non-MCP bad JSON", func() *authv3.CheckRequest {
 			r := mcpCheck(`{"a":`, nil)
 			r.Attributes.Request.Http.Path = "/api"
@@ -320,6 +330,9 @@ func TestCheckRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dec := &fixedDecider{d: policy.Decision{Allowed: true}}
 			s := New(dec, &Options{MaxBodyBytes: 1024})
+			if tc.status == 431 {
+				s = New(dec, nil) // the default limit
+			}
 			resp, err := s.Check(ctx, tc.req)
 			if err != nil {
 				t.Fatal(err)
@@ -332,6 +345,36 @@ func TestCheckRefusals(t *testing.T) {
 				t.Errorf("got status %d code %d id %v (%s), want %d %d %v", got.status, got.rpcCode, got.id, got.message, tc.status, tc.rpcCode, tc.id)
 			}
 		})
+	}
+}
+
+// TestHeaderMap reads headers sent as header_map (encode_raw_headers): the
+// MCP headers are seen, and the policy finds them under
+// attributes.request.http.headers as with a plain headers map.
+func TestHeaderMap(t *testing.T) {
+	dec := &fixedDecider{d: policy.Decision{Allowed: true}}
+	r := mcpCheck(toolCall, nil)
+	r.Attributes.Request.Http.Headers = nil
+	r.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		{Key: "Content-Type", RawValue: []byte("application/json")},
+		{Key: "mcp-method", RawValue: []byte("tools/call")},
+		{Key: "x-multi", Value: "a"},
+		{Key: "x-multi", Value: "b"},
+	}}
+	resp, err := New(dec, nil).Check(testContext(t), r)
+	if err != nil || resp.GetStatus().GetCode() != 0 {
+		t.Fatalf("Check: %v, %v", resp, err)
+	}
+	hs := dec.in.Attributes["request"].(map[string]any)["http"].(map[string]any)["headers"].(map[string]any)
+	want := map[string]any{"content-type": "application/json", "mcp-method": "tools/call", "x-multi": "a,b"}
+	if diff := cmp.Diff(want, hs); diff != "" {
+		t.Errorf("headers (-want +got):\n%s", diff)
+	}
+	// The method header was read: a disagreeing one is refused.
+	r.Attributes.Request.Http.HeaderMap.Headers[1].RawValue = []byte("tools/list")
+	resp, _ = New(dec, nil).Check(testContext(t), r)
+	if got := readDenial(t, resp); got.rpcCode != CodeHeaderMismatch {
+		t.Errorf("mismatch through header_map: %+v", got)
 	}
 }
 

@@ -90,6 +90,7 @@ func policyEvalCmd(ctx context.Context, args []string, getenv func(string) strin
 		MCPPaths:            cfg.ExtAuthz.MCPPaths,
 		MaxBodyBytes:        cfg.ExtAuthz.MaxBodyBytes,
 		MaxJSONDepth:        cfg.ExtAuthz.MaxJSONDepth,
+		MaxHeaderBytes:      cfg.ExtAuthz.MaxHeaderBytes,
 		ResourceMetadataURL: cfg.Authn.ResourceMetadataURL,
 	})
 

@@ -65,6 +65,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		MCPPaths:            cfg.ExtAuthz.MCPPaths,
 		MaxBodyBytes:        cfg.ExtAuthz.MaxBodyBytes,
 		MaxJSONDepth:        cfg.ExtAuthz.MaxJSONDepth,
+		MaxHeaderBytes:      cfg.ExtAuthz.MaxHeaderBytes,
 		ResourceMetadataURL: cfg.Authn.ResourceMetadataURL,
 		Logger:              logger.With(slog.String("component", "extauthz")),
 	})

@@ -147,6 +147,9 @@ type ExtAuthz struct {
 	MaxBodyBytes int `yaml:"max_body_bytes"`
 	// MaxJSONDepth bounds the nesting of a JSON body.
 	MaxJSONDepth int `yaml:"max_json_depth"`
+	// MaxHeaderBytes bounds the request headers, names and values added up;
+	// more is refused with 431.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
 // RateLimit configures the rate-limit service.
@@ -201,7 +204,7 @@ func Default() Config {
 			Bundle:   Bundle{Polling: Duration(30 * time.Second)},
 			Watch:    true,
 		},
-		ExtAuthz: ExtAuthz{MCPPaths: []string{"/mcp"}, MaxBodyBytes: 1 << 20, MaxJSONDepth: 64},
+		ExtAuthz: ExtAuthz{MCPPaths: []string{"/mcp"}, MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxHeaderBytes: 64 << 10},
 		RateLimit: RateLimit{
 			Backend:         "memory",
 			Redis:           Redis{URL: "redis://127.0.0.1:6379/0", Timeout: Duration(50 * time.Millisecond)},
@@ -308,6 +311,9 @@ func (c *Config) Validate() error {
 	}
 	if e.MaxBodyBytes <= 0 {
 		v.add("extauthz.max_body_bytes", "must be positive")
+	}
+	if e.MaxHeaderBytes <= 0 {
+		v.add("extauthz.max_header_bytes", "must be positive")
 	}
 	if e.MaxJSONDepth <= 0 || e.MaxJSONDepth > 1000 {
 		v.add("extauthz.max_json_depth", "must be between 1 and 1000")
