@@ -27,6 +27,11 @@ const (
 	ReasonNoHTTP          = "no_http_attributes"
 	ReasonPolicyError     = "policy_error"
 	ReasonPolicyUndefined = "policy_undefined"
+
+	ReasonNoCredential      = "no_credential"
+	ReasonInvalidCredential = "invalid_credential"
+	ReasonAuthnUnavailable  = "authn_unavailable"
+	ReasonLockedOut         = "locked_out"
 )
 
 // requestError is a refusal decided before the policy runs: the request is
@@ -37,6 +42,9 @@ type requestError struct {
 	reason  string // one of the Reason constants
 	message string // client-visible message; never holds secrets
 	id      any    // the JSON-RPC id when it could be read, else nil
+
+	challenge  string // WWW-Authenticate, when set
+	retryAfter string // Retry-After, when set
 }
 
 func (e *requestError) Error() string { return e.reason + ": " + e.message }

@@ -25,6 +25,8 @@ type request struct {
 	in      *policy.Input
 	headers map[string]string // lower-cased names; repeated headers joined with ","
 	path    string            // normalized path, "/" + parsed_path joined
+
+	credentialHeader string // the header that carried the credential
 }
 
 // buildInput turns a CheckRequest into the policy input, or refuses it with

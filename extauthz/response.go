@@ -26,6 +26,7 @@ const (
 	HeaderRoles          = "x-portcullis-roles"
 	HeaderScopes         = "x-portcullis-scopes"
 	HeaderProvider       = "x-portcullis-provider"
+	HeaderIdentity       = "x-portcullis-identity"
 )
 
 // Dynamic metadata keys, under the ext_authz filter's namespace: the
@@ -61,9 +62,22 @@ func (s *Server) okResponse(r *request, d *policy.Decision, decisionID string) *
 			set[h.key] = true
 		}
 	}
+	if s.opts.Signer != nil && id.Authenticated {
+		var method, name string
+		if c := r.in.MCP; c != nil {
+			method, name = c.Method, c.Name
+		}
+		if tok, err := s.opts.Signer.Sign(&r.in.Identity, method, name, decisionID); err == nil {
+			ok.Headers = append(ok.Headers, headerOption(HeaderIdentity, tok, false))
+			set[HeaderIdentity] = true
+		}
+	}
 	// Envoy applies headers_to_remove after the headers above: remove only
 	// what nothing sets.
 	ok.HeadersToRemove = append(ok.HeadersToRemove, d.RequestHeadersToRemove...)
+	if r.credentialHeader != "" && !s.opts.ForwardCredentials && !set[r.credentialHeader] {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, r.credentialHeader)
+	}
 	for k := range r.headers {
 		if strings.HasPrefix(k, identityHeaderPrefix) && !set[k] {
 			ok.HeadersToRemove = append(ok.HeadersToRemove, k)
@@ -127,11 +141,18 @@ func (s *Server) deniedResponse(r *request, d *policy.Decision, decisionID strin
 func (s *Server) refusal(e *requestError, decisionID string) *authv3.CheckResponse {
 	md := map[string]any{MetaDecisionID: decisionID}
 	st, _ := structpb.NewStruct(md)
+	headers := []*corev3.HeaderValueOption{headerOption("content-type", "application/json", false)}
+	if e.challenge != "" {
+		headers = append(headers, headerOption("www-authenticate", e.challenge, false))
+	}
+	if e.retryAfter != "" {
+		headers = append(headers, headerOption("retry-after", e.retryAfter, false))
+	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(grpcCodeForStatus(e.status)), Message: e.reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(e.status)},
-			Headers: []*corev3.HeaderValueOption{headerOption("content-type", "application/json", false)},
+			Headers: headers,
 			Body:    errorBody(e.id, e.code, e.message),
 		}},
 		DynamicMetadata: st,

@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/portcullis-mcp/portcullis/identity"
 	"github.com/portcullis-mcp/portcullis/policy"
 )
 
@@ -21,8 +23,28 @@ type Decider interface {
 	Eval(ctx context.Context, in *policy.Input) (policy.Decision, error)
 }
 
+// Authenticator finds out who is calling. *identity.Authenticator is one.
+type Authenticator interface {
+	Authenticate(ctx context.Context, r *identity.Request) (*identity.Result, error)
+}
+
+// IdentitySigner signs the x-portcullis-identity token. *identity.Signer is
+// one.
+type IdentitySigner interface {
+	Sign(id *policy.Identity, mcpMethod, mcpName, decisionID string) (string, error)
+}
+
 // Options configure a [Server]. The zero value is usable.
 type Options struct {
+	// Authenticator authenticates callers; nil treats every caller as
+	// anonymous.
+	Authenticator Authenticator
+	// ForwardCredentials keeps the credential header on allowed requests;
+	// by default it is removed so the upstream never sees it.
+	ForwardCredentials bool
+	// Signer, when set, adds the x-portcullis-identity token to allowed
+	// requests.
+	Signer IdentitySigner
 	// MCPPaths are the paths of the MCP endpoint ("/mcp" when empty): a
 	// request to one of them must carry a valid MCP message.
 	MCPPaths []string
@@ -103,9 +125,61 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		s.logRefusal(ctx, decisionID, rerr, start)
 		return s.refusal(rerr, decisionID), nil
 	}
-	r.in.Identity = policy.Anonymous()
+	if rerr := s.authenticate(ctx, req, r); rerr != nil {
+		s.logRefusal(ctx, decisionID, rerr, start)
+		return s.refusal(rerr, decisionID), nil
+	}
 	resp, _ = s.decide(ctx, r, decisionID, start)
 	return resp, nil
+}
+
+// authenticate sets the caller's identity on r, or refuses the request.
+func (s *Server) authenticate(ctx context.Context, req *authv3.CheckRequest, r *request) *requestError {
+	if s.opts.Authenticator == nil {
+		r.in.Identity = policy.Anonymous()
+		return nil
+	}
+	src := req.GetAttributes().GetSource()
+	res, err := s.opts.Authenticator.Authenticate(ctx, &identity.Request{
+		Headers:       r.headers,
+		SourceAddress: src.GetAddress().GetSocketAddress().GetAddress(),
+		Principal:     src.GetPrincipal(),
+		Certificate:   src.GetCertificate(),
+	})
+	if err == nil {
+		r.in.Identity = res.Identity
+		r.credentialHeader = res.CredentialHeader
+		return nil
+	}
+	id := mcpID(r)
+	var ie *identity.Error
+	var le *identity.LockedError
+	switch {
+	case errors.Is(err, identity.ErrNoCredential):
+		return &requestError{status: http.StatusUnauthorized, code: CodeUnauthorized, reason: ReasonNoCredential,
+			message: "authentication required", id: id, challenge: s.challenge("")}
+	case errors.As(err, &le):
+		secs := int((le.RetryAfter + time.Second - 1) / time.Second)
+		return &requestError{status: http.StatusTooManyRequests, code: CodeRateLimited, reason: ReasonLockedOut,
+			message: "too many authentication failures", id: id, retryAfter: strconv.Itoa(max(secs, 1))}
+	case errors.As(err, &ie) && ie.Kind == identity.Unavailable:
+		s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "authentication unavailable",
+			slog.String("provider", ie.Provider), slog.Any("error", ie.Err))
+		return &requestError{status: http.StatusServiceUnavailable, code: CodeInternalError, reason: ReasonAuthnUnavailable,
+			message: "authentication is temporarily unavailable", id: id}
+	case errors.As(err, &ie) && ie.Kind == identity.Malformed:
+		return &requestError{status: http.StatusBadRequest, code: CodeInvalidRequest, reason: ReasonInvalidCredential,
+			message: ie.Description, id: id,
+			challenge: s.challenge(`error="invalid_request", error_description=` + quote(ie.Description))}
+	case errors.As(err, &ie):
+		return &requestError{status: http.StatusUnauthorized, code: CodeUnauthorized, reason: ReasonInvalidCredential,
+			message: ie.Description, id: id,
+			challenge: s.challenge(`error="invalid_token", error_description=` + quote(ie.Description))}
+	default:
+		s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "authentication failed", slog.Any("error", err))
+		return &requestError{status: http.StatusServiceUnavailable, code: CodeInternalError, reason: ReasonAuthnUnavailable,
+			message: "authentication is temporarily unavailable", id: id}
+	}
 }
 
 // Decide evaluates an input built elsewhere (portcullis policy eval) and
