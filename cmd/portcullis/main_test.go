@@ -53,9 +53,9 @@ func write(t *testing.T, dir, name, content string) string {
 func TestConfigCheck(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "rego/p.rego", "package mcp.authz\n\ndefault decision := false\n")
-	good := write(t, dir, "good.yaml", "policy:\n  paths: [rego]\n")
+	good := write(t, dir, "good.yaml", "policy:\n  paths: [rego]\nauthn: { allow_anonymous: true }\n")
 	bad := write(t, dir, "bad.yaml", "policy:\n  pathz: [rego]\n  bundle: { url: \"\" }\nratelimit:\n  config_paths: [limits.yaml]\n")
-	broken := write(t, dir, "broken.yaml", "policy:\n  paths: [broken]\n")
+	broken := write(t, dir, "broken.yaml", "policy:\n  paths: [broken]\nauthn: { allow_anonymous: true }\n")
 	write(t, dir, "broken/p.rego", "package mcp.authz\n\ndecision := {\n")
 
 	code, out, _ := runCmd(t, "config", "check", "--config", good)
@@ -120,7 +120,7 @@ default decision := {"allowed": false, "reason": "no"}
 
 decision := {"allowed": true, "headers": {"x-tool": input.mcp.tool}} if input.mcp.tool == "echo"
 `)
-	cfg := write(t, dir, "c.yaml", "policy:\n  paths: [rego]\n")
+	cfg := write(t, dir, "c.yaml", "policy:\n  paths: [rego]\nauthn: { allow_anonymous: true }\n")
 	checkReq := write(t, dir, "req.json", `{"attributes": {"request": {"http": {"method": "POST", "path": "/mcp",
 		"headers": {"content-type": "application/json"},
 		"body": "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\"}}"}}}}`)
@@ -171,6 +171,7 @@ decision := {"allowed": true} if input.mcp.tool == "echo"
 grpc: { listen: "127.0.0.1:0" }
 admin: { listen: "127.0.0.1:0" }
 policy: { paths: [rego] }
+authn: { allow_anonymous: true }
 `), dir, noEnv)
 	if err != nil {
 		t.Fatal(err)

@@ -61,7 +61,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	if err != nil {
 		return usageError{fmt.Errorf("policy: %w", err)}
 	}
+	an, err := buildAuthn(cfg, logger.With(slog.String("component", "identity")))
+	if err != nil {
+		return usageError{err}
+	}
 	authz := extauthz.New(engine, &extauthz.Options{
+		Authenticator:       an.authenticator,
+		Signer:              an.signer,
+		ForwardCredentials:  cfg.Authn.ForwardCredentials,
 		MCPPaths:            cfg.ExtAuthz.MCPPaths,
 		MaxBodyBytes:        cfg.ExtAuthz.MaxBodyBytes,
 		MaxJSONDepth:        cfg.ExtAuthz.MaxJSONDepth,
@@ -90,8 +97,21 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		Handler: admin.Handler(admin.Options{
 			Checks: map[string]admin.Check{
 				"policy": func() (bool, any) { st := engine.Status(); return st.Ready, st },
+				"authn": func() (bool, any) {
+					for _, ready := range an.ready {
+						if !ready() {
+							return false, "keys not loaded yet"
+						}
+					}
+					return true, nil
+				},
 			},
 			Metrics: metricsHandler,
+			Routes: map[string]http.Handler{
+				"GET /.well-known/oauth-protected-resource":        admin.JSON(an.metadata.JSON()),
+				"GET /.well-known/oauth-protected-resource/{p...}": admin.JSON(an.metadata.JSON()),
+				"GET /identity/jwks.json":                          admin.JSON(an.signer.JWKS()),
+			},
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
@@ -113,6 +133,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return engine.Run(gctx) })
+	for _, run := range an.runs {
+		g.Go(func() error { return run(gctx) })
+	}
 	g.Go(func() error {
 		select {
 		case <-engine.Loaded():

@@ -29,7 +29,7 @@ func TestServeSignal(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	write(t, dir, "rego/p.rego", "package mcp.authz\n\ndefault decision := false\n")
-	cfg := write(t, dir, "c.yaml", "grpc: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\npolicy: { paths: [rego] }\n")
+	cfg := write(t, dir, "c.yaml", "grpc: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\npolicy: { paths: [rego] }\nauthn: { allow_anonymous: true }\n")
 
 	cmd := exec.CommandContext(ctx, bin, "serve", "--config", cfg)
 	stderr, err := cmd.StderrPipe()

@@ -1,7 +1,8 @@
 // Package admin serves the admin HTTP endpoints of portcullis serve:
-// /healthz (the process is up), /readyz (it can answer: a policy is loaded;
-// details as JSON), /metrics and /debug/pprof/. They are never served on the
-// data-plane port.
+// /healthz (the process is up), /readyz (it can answer: a policy is loaded,
+// keys are fetched; details as JSON), /metrics, /debug/pprof/ and the
+// routes main adds (Protected Resource Metadata, the identity JWKS). They
+// are never served on the data-plane port.
 package admin
 
 import (
@@ -19,6 +20,17 @@ type Options struct {
 	Checks map[string]Check
 	// Metrics serves /metrics; nil answers 404.
 	Metrics http.Handler
+	// Routes are more handlers by ServeMux pattern ("GET /x").
+	Routes map[string]http.Handler
+}
+
+// JSON is a handler that serves a fixed JSON document.
+func JSON(doc []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(doc)
+	})
 }
 
 // Handler returns the admin HTTP handler.
@@ -52,6 +64,9 @@ func Handler(opts Options) http.Handler {
 	})
 	if opts.Metrics != nil {
 		mux.Handle("GET /metrics", opts.Metrics)
+	}
+	for pattern, h := range opts.Routes {
+		mux.Handle(pattern, h)
 	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -67,6 +67,20 @@ type Authn struct {
 	ForwardCredentials  bool       `yaml:"forward_credentials"`
 	Providers           []Provider `yaml:"providers"`
 	Lockout             Lockout    `yaml:"lockout"`
+	// AuthorizationServers and ScopesSupported go into the Protected
+	// Resource Metadata document; AuthorizationServers defaults to the
+	// issuers of the JWT providers.
+	AuthorizationServers []string      `yaml:"authorization_servers"`
+	ScopesSupported      []string      `yaml:"scopes_supported"`
+	IdentityToken        IdentityToken `yaml:"identity_token"`
+}
+
+// IdentityToken configures the x-portcullis-identity token.
+type IdentityToken struct {
+	// KeyFile is an Ed25519 private key (PKCS #8 PEM); empty generates one
+	// at start.
+	KeyFile string   `yaml:"key_file"`
+	TTL     Duration `yaml:"ttl"`
 }
 
 // Provider is one identity provider; exactly one kind is set.
@@ -103,6 +117,10 @@ type Introspection struct {
 	ClientID         string   `yaml:"client_id"`
 	ClientSecretFile string   `yaml:"client_secret_file"`
 	CacheTTL         Duration `yaml:"cache_ttl"`
+	// Timeout bounds one introspection request (default 2s).
+	Timeout Duration `yaml:"timeout"`
+	// Audiences, when set, must include the token's aud.
+	Audiences []string `yaml:"audiences"`
 }
 
 // MTLS configures identity from the mesh peer's SPIFFE ID.
@@ -198,7 +216,10 @@ func Default() Config {
 	return Config{
 		GRPC:  GRPC{Listen: ":9191", ShutdownGrace: Duration(10 * time.Second)},
 		Admin: Admin{Listen: ":9192"},
-		Authn: Authn{Lockout: Lockout{MaxFailures: 5, Window: Duration(time.Minute), Block: Duration(5 * time.Minute)}},
+		Authn: Authn{
+			Lockout:       Lockout{MaxFailures: 5, Window: Duration(time.Minute), Block: Duration(5 * time.Minute)},
+			IdentityToken: IdentityToken{TTL: Duration(time.Minute)},
+		},
 		Policy: Policy{
 			Decision: "mcp/authz/decision",
 			Bundle:   Bundle{Polling: Duration(30 * time.Second)},
@@ -354,6 +375,12 @@ func (c *Config) validateAuthn(v *validator) {
 	if a.ResourceMetadataURL != "" {
 		v.url("authn.resource_metadata_url", a.ResourceMetadataURL)
 	}
+	for i, u := range a.AuthorizationServers {
+		v.url(fmt.Sprintf("authn.authorization_servers[%d]", i), u)
+	}
+	if len(a.Providers) == 0 && !a.AllowAnonymous {
+		v.add("authn", "no providers and allow_anonymous is false: every request would be refused")
+	}
 	names := map[string]bool{}
 	for i, p := range a.Providers {
 		path := fmt.Sprintf("authn.providers[%d]", i)
@@ -371,13 +398,86 @@ func (c *Config) validateAuthn(v *validator) {
 		}
 		if kinds != 1 {
 			v.add(path, "set exactly one of jwt, api_key, introspection, mtls, basic")
+			continue
 		}
-		// Identity providers are wired in by the identity work; until then
-		// a configured provider must not be silently ignored.
-		v.add(path, "identity providers are not supported by this build yet")
+		switch {
+		case p.JWT != nil:
+			c.validateJWT(v, path+".jwt", p.JWT)
+		case p.APIKey != nil:
+			if p.APIKey.KeysFile == "" {
+				v.add(path+".api_key.keys_file", "required")
+			}
+			v.file(path+".api_key.keys_file", c.Path(p.APIKey.KeysFile))
+		case p.Introspection != nil:
+			in := p.Introspection
+			v.url(path+".introspection.url", in.URL)
+			if in.ClientID == "" {
+				v.add(path+".introspection.client_id", "required")
+			}
+			if in.ClientSecretFile == "" {
+				v.add(path+".introspection.client_secret_file", "required")
+			}
+			v.file(path+".introspection.client_secret_file", c.Path(in.ClientSecretFile))
+		case p.MTLS != nil:
+			if p.MTLS.TrustDomain == "" {
+				v.add(path+".mtls.trust_domain", "required")
+			}
+		case p.Basic != nil:
+			if p.Basic.UsersFile == "" {
+				v.add(path+".basic.users_file", "required")
+			}
+			v.file(path+".basic.users_file", c.Path(p.Basic.UsersFile))
+		}
 	}
-	if a.Lockout.MaxFailures < 0 {
+	l := a.Lockout
+	if l.MaxFailures < 0 {
 		v.add("authn.lockout.max_failures", "must not be negative")
+	}
+	if l.MaxFailures > 0 {
+		v.positive("authn.lockout.window", l.Window)
+		v.positive("authn.lockout.block", l.Block)
+	}
+	v.file("authn.identity_token.key_file", c.Path(a.IdentityToken.KeyFile))
+	v.positive("authn.identity_token.ttl", a.IdentityToken.TTL)
+}
+
+// jwtAlgorithms are the algorithms a JWT provider may allow: asymmetric
+// only, never none or HMAC.
+var jwtAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+func (c *Config) validateJWT(v *validator, path string, j *JWT) {
+	if j.Issuer == "" {
+		v.add(path+".issuer", "required")
+	} else {
+		v.url(path+".issuer", j.Issuer)
+	}
+	sources := 0
+	if j.JWKSURL != "" {
+		sources++
+		v.url(path+".jwks_url", j.JWKSURL)
+	}
+	if j.JWKSFile != "" {
+		sources++
+		v.file(path+".jwks_file", c.Path(j.JWKSFile))
+	}
+	if j.Discovery {
+		sources++
+	}
+	if sources != 1 {
+		v.add(path, "set exactly one of jwks_url, jwks_file, discovery")
+	}
+	if len(j.Audiences) == 0 && c.Authn.Resource == "" {
+		v.add(path+".audiences", "required when authn.resource is not set (RFC 8707: tokens must name this resource)")
+	}
+	for i, alg := range j.Algorithms {
+		if !slices.Contains(jwtAlgorithms, alg) {
+			v.add(fmt.Sprintf("%s.algorithms[%d]", path, i), fmt.Sprintf("%q is not one of %v", clip(alg), jwtAlgorithms))
+		}
+	}
+	for k := range j.Claims {
+		if !slices.Contains([]string{"subject", "roles", "scopes", "client_id"}, k) {
+			v.add(path+".claims."+k, "unknown identity field (want subject, roles, scopes, client_id)")
+		}
 	}
 }
 

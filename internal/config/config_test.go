@@ -164,7 +164,7 @@ func TestValidate(t *testing.T) {
 		yaml string
 		want []string
 	}{
-		{name: "valid", yaml: "policy: { paths: [p.rego] }\n"},
+		{name: "valid", yaml: "policy: { paths: [p.rego] }\nauthn: { allow_anonymous: true }\n"},
 		{
 			name: "missing files and bad values",
 			yaml: `
@@ -172,6 +172,7 @@ grpc: { listen: "nope", tls: { cert_file: c.pem } }
 policy: { paths: [p.rego, missing.rego], decision: "data.x" }
 ratelimit: { backend: mongo, failure_mode: maybe }
 telemetry: { log_level: loud }
+authn: { allow_anonymous: true }
 `,
 			want: []string{
 				`grpc.listen: "nope" is not host:port`,
@@ -187,24 +188,50 @@ telemetry: { log_level: loud }
 		{
 			name: "no policy",
 			yaml: "admin: { listen: \":0\" }\n",
-			want: []string{`policy: set paths or bundle.url`},
+			want: []string{`authn: no providers and allow_anonymous is false: every request would be refused`, `policy: set paths or bundle.url`},
 		},
 		{
 			name: "both policy sources",
-			yaml: "policy: { paths: [p.rego], bundle: { url: \"http://b/x.tar.gz\" } }\n",
+			yaml: "policy: { paths: [p.rego], bundle: { url: \"http://b/x.tar.gz\" } }\nauthn: { allow_anonymous: true }\n",
 			want: []string{`policy: set paths or bundle.url, not both`},
 		},
 		{
 			name: "bad bundle url",
-			yaml: "policy: { bundle: { url: \"ftp://b/x\" } }\n",
+			yaml: "policy: { bundle: { url: \"ftp://b/x\" } }\nauthn: { allow_anonymous: true }\n",
 			want: []string{`policy.bundle.url: "ftp://b/x" is not an http(s) URL`},
 		},
 		{
 			name: "providers",
-			yaml: "policy: { paths: [p.rego] }\nauthn: { providers: [ { name: a, jwt: {}, mtls: {} } ] }\n",
+			yaml: `policy: { paths: [p.rego] }
+authn:
+  providers:
+    - { name: a, jwt: {}, mtls: {} }
+    - name: corp
+      jwt: { issuer: "https://idp.example.com", algorithms: [RS256, HS256, none], claims: { subject: sub, group: groups } }
+    - name: corp
+      api_key: { keys_file: keys.yaml }
+    - { name: opaque, introspection: { url: "idp", client_id: "" } }
+    - { name: mesh, mtls: {} }
+    - { name: legacy, basic: {} }
+    - name: ok
+      jwt: { issuer: "https://idp.example.com", discovery: true, audiences: [x] }
+  lockout: { max_failures: 3, window: 0s }
+`,
 			want: []string{
 				`authn.providers[0]: set exactly one of jwt, api_key, introspection, mtls, basic`,
-				`authn.providers[0]: identity providers are not supported by this build yet`,
+				`authn.providers[1].jwt: set exactly one of jwks_url, jwks_file, discovery`,
+				`authn.providers[1].jwt.audiences: required when authn.resource is not set (RFC 8707: tokens must name this resource)`,
+				`authn.providers[1].jwt.algorithms[1]: "HS256" is not one of [RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA]`,
+				`authn.providers[1].jwt.algorithms[2]: "none" is not one of [RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA]`,
+				`authn.providers[1].jwt.claims.group: unknown identity field (want subject, roles, scopes, client_id)`,
+				`authn.providers[2].name: duplicate provider name "corp"`,
+				`authn.providers[2].api_key.keys_file: ` + filepath.Join(dir, "keys.yaml") + `: no such file or directory`,
+				`authn.providers[3].introspection.url: "idp" is not an http(s) URL`,
+				`authn.providers[3].introspection.client_id: required`,
+				`authn.providers[3].introspection.client_secret_file: required`,
+				`authn.providers[4].mtls.trust_domain: required`,
+				`authn.providers[5].basic.users_file: required`,
+				`authn.lockout.window: must be a positive duration`,
 			},
 		},
 	}

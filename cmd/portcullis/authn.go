@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/portcullis-mcp/portcullis/identity"
+	"github.com/portcullis-mcp/portcullis/internal/config"
+)
+
+// authn is the identity stage a configuration describes.
+type authn struct {
+	authenticator *identity.Authenticator
+	signer        *identity.Signer
+	metadata      identity.ResourceMetadata
+	// runs are the providers' background loops (key refresh, file
+	// watches), started by serve.
+	runs []func(context.Context) error
+	// ready reports whether every provider that loads keys has them.
+	ready []func() bool
+}
+
+// runner is a provider with background work.
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+func buildAuthn(cfg *config.Config, logger *slog.Logger) (*authn, error) {
+	a := cfg.Authn
+	out := &authn{metadata: identity.ResourceMetadata{
+		Resource:             a.Resource,
+		AuthorizationServers: a.AuthorizationServers,
+		ScopesSupported:      a.ScopesSupported,
+	}}
+	var providers []identity.Provider
+	for i, pc := range a.Providers {
+		p, err := buildProvider(cfg, pc, logger)
+		if err != nil {
+			return nil, fmt.Errorf("authn.providers[%d] (%s): %w", i, pc.Name, err)
+		}
+		providers = append(providers, p)
+		if r, ok := p.(runner); ok {
+			out.runs = append(out.runs, r.Run)
+		}
+		if r, ok := p.(interface{ Ready() bool }); ok {
+			out.ready = append(out.ready, r.Ready)
+		}
+		if pc.JWT != nil && len(a.AuthorizationServers) == 0 && !slices.Contains(out.metadata.AuthorizationServers, pc.JWT.Issuer) {
+			out.metadata.AuthorizationServers = append(out.metadata.AuthorizationServers, pc.JWT.Issuer)
+		}
+	}
+	l := a.Lockout
+	out.authenticator = identity.NewAuthenticator(&identity.Options{
+		Providers:      providers,
+		AllowAnonymous: a.AllowAnonymous,
+		Lockout:        identity.NewLockout(identity.LockoutOptions{MaxFailures: l.MaxFailures, Window: l.Window.Std(), Block: l.Block.Std()}),
+		Logger:         logger,
+	})
+	so := identity.SignerOptions{Audience: a.Resource, TTL: a.IdentityToken.TTL.Std()}
+	if a.IdentityToken.KeyFile != "" {
+		k, err := identity.LoadSigningKey(cfg.Path(a.IdentityToken.KeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("authn.identity_token.key_file: %w", err)
+		}
+		so.Key = k
+	}
+	var err error
+	if out.signer, err = identity.NewSigner(so); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func buildProvider(cfg *config.Config, pc config.Provider, logger *slog.Logger) (identity.Provider, error) {
+	switch {
+	case pc.JWT != nil:
+		j := pc.JWT
+		auds := slices.Clone(j.Audiences)
+		if r := cfg.Authn.Resource; r != "" && !slices.Contains(auds, r) {
+			auds = append(auds, r)
+		}
+		return identity.NewJWT(&identity.JWTOptions{
+			Name:       pc.Name,
+			Issuer:     j.Issuer,
+			Audiences:  auds,
+			JWKSURL:    j.JWKSURL,
+			JWKSFile:   cfg.Path(j.JWKSFile),
+			Discovery:  j.Discovery,
+			Algorithms: j.Algorithms,
+			ClockSkew:  j.ClockSkew.Std(),
+			Claims: identity.ClaimNames{
+				Subject:  j.Claims["subject"],
+				Roles:    j.Claims["roles"],
+				Scopes:   j.Claims["scopes"],
+				ClientID: j.Claims["client_id"],
+			},
+			Logger: logger,
+		})
+	case pc.APIKey != nil:
+		return identity.NewAPIKey(&identity.APIKeyOptions{Name: pc.Name, Header: pc.APIKey.Header, KeysFile: cfg.Path(pc.APIKey.KeysFile), Logger: logger})
+	case pc.Introspection != nil:
+		in := pc.Introspection
+		secret, err := os.ReadFile(cfg.Path(in.ClientSecretFile))
+		if err != nil {
+			return nil, fmt.Errorf("client_secret_file: %w", err)
+		}
+		return identity.NewIntrospection(&identity.IntrospectionOptions{
+			Name:         pc.Name,
+			URL:          in.URL,
+			ClientID:     in.ClientID,
+			ClientSecret: strings.TrimSpace(string(secret)),
+			CacheTTL:     in.CacheTTL.Std(),
+			Timeout:      in.Timeout.Std(),
+			Audiences:    in.Audiences,
+			Logger:       logger,
+		})
+	case pc.MTLS != nil:
+		return identity.NewMTLS(&identity.MTLSOptions{Name: pc.Name, TrustDomain: pc.MTLS.TrustDomain})
+	case pc.Basic != nil:
+		return identity.NewBasic(&identity.BasicOptions{Name: pc.Name, UsersFile: cfg.Path(pc.Basic.UsersFile), Logger: logger})
+	}
+	return nil, fmt.Errorf("no provider kind set")
+}

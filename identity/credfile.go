@@ -1,0 +1,304 @@
+package identity
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/fsnotify/fsnotify"
+	"go.yaml.in/yaml/v3"
+)
+
+// This file holds what the API key and basic auth providers share: a
+// credential file that is decoded strictly and reloaded when it changes,
+// and a result cache that lives while the provider's Run does.
+
+// credFileDebounce is how long a credential file watcher waits for a burst
+// of events (an editor's write-rename-chmod, a ConfigMap's symlink swap) to
+// settle before it reloads.
+const credFileDebounce = 200 * time.Millisecond
+
+// Log attribute keys used by the providers in this file's family.
+const (
+	credLogKeyFile     = "file"
+	credLogKeyProvider = "provider"
+	credLogKeyError    = "error"
+	credLogKeyEntries  = "entries"
+	credLogKeyStatus   = "status"
+)
+
+// credFile is a file of credentials (digests, bcrypt hashes) that is loaded
+// once at construction and reloaded by watch whenever its content changes.
+// A file that fails to load on reload leaves the previous credentials in
+// place.
+type credFile struct {
+	path     string
+	what     string // "keys file", for messages
+	provider string
+	logger   *slog.Logger
+	// apply parses the file and, when it is good, swaps it in; it returns
+	// the number of entries.
+	apply func(data []byte) (int, error)
+
+	// onReload, when set (by tests), is called after every reload that saw
+	// changed content, with its outcome.
+	onReload func(error)
+
+	mu  sync.Mutex
+	sum [sha256.Size]byte // of the content last applied or rejected
+}
+
+// load reads the file and applies it. It is called once, by the
+// constructor; an error names the file.
+func (f *credFile) load() error {
+	data, err := os.ReadFile(f.path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.what, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.apply(data); err != nil {
+		return fmt.Errorf("%s %s: %w", f.what, f.path, err)
+	}
+	f.sum = sha256.Sum256(data)
+	return nil
+}
+
+// reload reads the file and applies it when its content changed since the
+// last load or reload, logging the outcome.
+func (f *credFile) reload() {
+	data, err := os.ReadFile(f.path)
+	if err != nil {
+		// Between a delete and a create, or a transient error: the next
+		// event retries.
+		f.logger.Warn("cannot read the credential file; keeping the previous credentials",
+			slog.String(credLogKeyProvider, f.provider), slog.String(credLogKeyFile, f.path), slog.Any(credLogKeyError, err))
+		return
+	}
+	sum := sha256.Sum256(data)
+	f.mu.Lock()
+	if sum == f.sum {
+		f.mu.Unlock()
+		return
+	}
+	f.sum = sum // a bad file is reported once, not on every event
+	n, err := f.apply(data)
+	f.mu.Unlock()
+	if err != nil {
+		f.logger.Error("credential file reload failed; keeping the previous credentials",
+			slog.String(credLogKeyProvider, f.provider), slog.String(credLogKeyFile, f.path), slog.Any(credLogKeyError, err))
+	} else {
+		f.logger.Info("credential file reloaded",
+			slog.String(credLogKeyProvider, f.provider), slog.String(credLogKeyFile, f.path), slog.Int(credLogKeyEntries, n))
+	}
+	if f.onReload != nil {
+		f.onReload(err)
+	}
+}
+
+// watch reloads the file whenever it changes, until ctx ends. It watches
+// the file's directory rather than the file, so that a file replaced by
+// rename (editors, Kubernetes ConfigMap updates, which swap a "..data"
+// symlink) is seen.
+func (f *credFile) watch(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", f.path, err)
+	}
+	defer w.Close()
+	dir := filepath.Dir(f.path)
+	if err := w.Add(dir); err != nil {
+		return fmt.Errorf("watch %s: %w", dir, err)
+	}
+	clean := filepath.Clean(f.path)
+	// The file may have changed between the constructor's load and now.
+	f.reload()
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if filepath.Clean(ev.Name) == clean || strings.HasPrefix(filepath.Base(ev.Name), "..") {
+				timer.Reset(credFileDebounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			f.logger.Warn("credential file watcher",
+				slog.String(credLogKeyProvider, f.provider), slog.String(credLogKeyFile, f.path), slog.Any(credLogKeyError, err))
+		case <-timer.C:
+			f.reload()
+		}
+	}
+}
+
+// decodeCredFile decodes YAML data into v, a pointer to a struct whose
+// fields are strings, string lists, or lists of such structs, rejecting
+// keys that match no field. Every problem is reported with its path
+// ("keys[2].rolez").
+func decodeCredFile(data []byte, v any) error {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file: no entries
+		}
+		return err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return errors.New("more than one YAML document")
+	}
+	var errs []error
+	credCheckYAMLKeys("", &doc, reflect.TypeOf(v).Elem(), &errs)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return doc.Decode(v)
+}
+
+// credCheckYAMLKeys reports the mapping keys under n that have no field in t.
+func credCheckYAMLKeys(path string, n *yaml.Node, t reflect.Type, errs *[]error) {
+	if n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			credCheckYAMLKeys(path, c, t, errs)
+		}
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		*errs = append(*errs, fmt.Errorf("%s (line %d): YAML aliases are not supported", credDisplayPath(path), n.Line))
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return // a type error, which Decode reports
+		}
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+			if name != "" && name != "-" {
+				fields[name] = sf.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				*errs = append(*errs, fmt.Errorf("%s (line %d): unknown key", p, k.Line))
+				continue
+			}
+			credCheckYAMLKeys(p, n.Content[i+1], ft, errs)
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return
+		}
+		for i, c := range n.Content {
+			credCheckYAMLKeys(fmt.Sprintf("%s[%d]", path, i), c, t.Elem(), errs)
+		}
+	}
+}
+
+func credDisplayPath(p string) string {
+	if p == "" {
+		return "(top level)"
+	}
+	return p
+}
+
+// credCache is a ristretto cache of authentication outcomes keyed by
+// CredentialKey. It exists only while the provider's Run is running:
+// ristretto starts goroutines, which constructors must not, and must not be
+// closed while in use. Without Run, get always misses and set does nothing.
+type credCache[V any] struct {
+	size int64
+
+	mu sync.RWMutex
+	c  *ristretto.Cache[string, V]
+}
+
+func (cc *credCache[V]) open() error {
+	c, err := ristretto.NewCache(&ristretto.Config[string, V]{
+		NumCounters: 10 * cc.size,
+		MaxCost:     cc.size, // each entry costs 1
+		BufferItems: 64,
+		// Count entries, not ristretto's bookkeeping bytes.
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return err
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.c != nil {
+		c.Close()
+		return errors.New("the provider is already running")
+	}
+	cc.c = c
+	return nil
+}
+
+func (cc *credCache[V]) close() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.c != nil {
+		cc.c.Close()
+		cc.c = nil
+	}
+}
+
+func (cc *credCache[V]) get(key string) (V, bool) {
+	cc.mu.RLock()
+	defer cc.mu.RUnlock()
+	if cc.c == nil {
+		var zero V
+		return zero, false
+	}
+	return cc.c.Get(key)
+}
+
+// set stores v under key for ttl; a non-positive ttl stores nothing.
+func (cc *credCache[V]) set(key string, v V, ttl time.Duration) {
+	if ttl <= 0 {
+		return
+	}
+	cc.mu.RLock()
+	defer cc.mu.RUnlock()
+	if cc.c != nil {
+		cc.c.SetWithTTL(key, v, 1, ttl)
+	}
+}
+
+// wait applies buffered sets (for tests).
+func (cc *credCache[V]) wait() {
+	cc.mu.RLock()
+	defer cc.mu.RUnlock()
+	if cc.c != nil {
+		cc.c.Wait()
+	}
+}
