@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/portcullis-mcp/portcullis/identity"
 	"github.com/portcullis-mcp/portcullis/internal/config"
 )
@@ -29,7 +31,9 @@ type runner interface {
 	Run(ctx context.Context) error
 }
 
-func buildAuthn(cfg *config.Config, logger *slog.Logger) (*authn, error) {
+// buildAuthn builds the identity stage; rdb, when not nil, keeps the
+// lockout counters so replicas share them.
+func buildAuthn(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Logger) (*authn, error) {
 	a := cfg.Authn
 	out := &authn{metadata: identity.ResourceMetadata{
 		Resource:             a.Resource,
@@ -54,10 +58,14 @@ func buildAuthn(cfg *config.Config, logger *slog.Logger) (*authn, error) {
 		}
 	}
 	l := a.Lockout
+	lo := identity.LockoutOptions{MaxFailures: l.MaxFailures, Window: l.Window.Std(), Block: l.Block.Std()}
+	if rdb != nil {
+		lo.Store = identity.NewRedisLockoutStore(rdb, "", cfg.RateLimit.Redis.Timeout.Std())
+	}
 	out.authenticator = identity.NewAuthenticator(&identity.Options{
 		Providers:      providers,
 		AllowAnonymous: a.AllowAnonymous,
-		Lockout:        identity.NewLockout(identity.LockoutOptions{MaxFailures: l.MaxFailures, Window: l.Window.Std(), Block: l.Block.Std()}),
+		Lockout:        identity.NewLockout(lo),
 		Logger:         logger,
 	})
 	so := identity.SignerOptions{Audience: a.Resource, TTL: a.IdentityToken.TTL.Std()}

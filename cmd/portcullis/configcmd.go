@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/portcullis-mcp/portcullis/internal/config"
 	"github.com/portcullis-mcp/portcullis/policy"
+	"github.com/portcullis-mcp/portcullis/ratelimit"
 )
 
 func configCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -25,11 +28,29 @@ func configCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	// The policy files must compile too; a bundle is fetched at run time.
+	// The files the configuration names must load too: the policy (a
+	// bundle is fetched at run time), the providers' key and user files, the
+	// rate limits.
+	var errs []error
 	if len(cfg.Policy.Paths) > 0 {
 		if _, err := policy.New(context.Background(), policyOptions(cfg, nil, nil)); err != nil {
-			return usageError{fmt.Errorf("%s: policy:\n  %v", *path, err)}
+			errs = append(errs, fmt.Errorf("policy: %w", err))
 		}
+	}
+	if _, err := buildAuthn(cfg, nil, slog.New(slog.DiscardHandler)); err != nil {
+		errs = append(errs, err)
+	}
+	if len(cfg.RateLimit.ConfigPaths) > 0 {
+		paths := make([]string, len(cfg.RateLimit.ConfigPaths))
+		for i, p := range cfg.RateLimit.ConfigPaths {
+			paths[i] = cfg.Path(p)
+		}
+		if _, err := ratelimit.LoadConfig(paths); err != nil {
+			errs = append(errs, fmt.Errorf("ratelimit.config_paths: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return usageError{fmt.Errorf("%s:\n  %s", *path, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return nil

@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -73,6 +75,13 @@ func TestConfigCheck(t *testing.T) {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("bad config output lacks %q:\n%s", want, errOut)
 		}
+	}
+	badFiles := write(t, dir, "badfiles.yaml", "policy: { paths: [rego] }\nauthn:\n  providers: [{ name: keys, api_key: { keys_file: keys.yaml } }]\nratelimit: { config_paths: [limits.yaml] }\n")
+	write(t, dir, "keys.yaml", "keys:\n  - { sha256: nothex, subject: x }\n")
+	write(t, dir, "limits.yaml", "domain: mcp\ndescriptors:\n  - key: subject\n    rate_limit: { unit: fortnight, requests_per_unit: 1 }\n")
+	code, _, errOut = runCmd(t, "config", "check", "--config", badFiles)
+	if code != exitUsage || !strings.Contains(errOut, "keys.yaml") || !strings.Contains(errOut, "fortnight") {
+		t.Errorf("bad key and limit files: exit %d:\n%s", code, errOut)
 	}
 	code, _, errOut = runCmd(t, "config", "check", "--config", broken)
 	if code != exitUsage || !strings.Contains(errOut, "p.rego:4") {
@@ -167,11 +176,13 @@ default decision := {"allowed": false, "reason": "no"}
 
 decision := {"allowed": true} if input.mcp.tool == "echo"
 `)
+	write(t, dir, "limits.yaml", "domain: mcp\ndescriptors:\n  - key: subject\n    rate_limit: { unit: minute, requests_per_unit: 1 }\n")
 	cfg, err := config.Parse([]byte(`
 grpc: { listen: "127.0.0.1:0" }
 admin: { listen: "127.0.0.1:0" }
 policy: { paths: [rego] }
 authn: { allow_anonymous: true }
+ratelimit: { config_paths: [limits.yaml] }
 `), dir, noEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -228,6 +239,19 @@ authn: { allow_anonymous: true }
 	if check("echo") != 0 || check("rm") == 0 {
 		t.Error("Check answers wrong")
 	}
+
+	// The rate limit service on the same port.
+	rl := rlsv3.NewRateLimitServiceClient(conn)
+	rlReq := &rlsv3.RateLimitRequest{Domain: "mcp", Descriptors: []*rlcommonv3.RateLimitDescriptor{
+		{Entries: []*rlcommonv3.RateLimitDescriptor_Entry{{Key: "subject", Value: "alice"}}},
+	}}
+	for i, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
+		resp, err := rl.ShouldRateLimit(ctx, rlReq)
+		if err != nil || resp.GetOverallCode() != want {
+			t.Errorf("ShouldRateLimit %d: %v, %v; want %v", i, resp, err, want)
+		}
+	}
+	waitServing("envoy.service.ratelimit.v3.RateLimitService")
 
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + addrs.admin.String() + path)

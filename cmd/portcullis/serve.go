@@ -14,6 +14,8 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -61,7 +63,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	if err != nil {
 		return usageError{fmt.Errorf("policy: %w", err)}
 	}
-	an, err := buildAuthn(cfg, logger.With(slog.String("component", "identity")))
+	var rdb redis.UniversalClient
+	if cfg.RateLimit.Backend == "redis" {
+		if rdb, err = redisClient(cfg.RateLimit.Redis); err != nil {
+			return err
+		}
+		defer rdb.Close()
+	}
+	an, err := buildAuthn(cfg, rdb, logger.With(slog.String("component", "identity")))
 	if err != nil {
 		return usageError{err}
 	}
@@ -77,6 +86,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		Logger:              logger.With(slog.String("component", "extauthz")),
 	})
 
+	rl, err := buildRateLimit(cfg, rdb, logger.With(slog.String("component", "ratelimit")), mp)
+	if err != nil {
+		return err
+	}
+
 	var opts []grpc.ServerOption
 	if cfg.GRPC.TLS.CertFile != "" {
 		tc, err := serverTLS(cfg)
@@ -87,9 +101,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	}
 	gs := grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(gs, authz)
+	rlsv3.RegisterRateLimitServiceServer(gs, rl.service)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
@@ -133,7 +149,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return engine.Run(gctx) })
-	for _, run := range an.runs {
+	for _, run := range append(an.runs, rl.runs...) {
 		g.Go(func() error { return run(gctx) })
 	}
 	g.Go(func() error {

@@ -1,0 +1,303 @@
+package ratelimit
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Request bounds: a request beyond them is refused with InvalidArgument
+// rather than costing a store round trip per entry.
+const (
+	MaxDescriptors = 64
+	MaxEntries     = 16
+	// maxHits bounds hits_addend so counters stay exact in Redis's Lua
+	// numbers (doubles).
+	maxHits = 1 << 40
+)
+
+// ServiceOptions configure a [Service].
+type ServiceOptions struct {
+	// FailOpen answers OK when the store fails (failure_mode: allow);
+	// otherwise the RPC fails with UNAVAILABLE and Envoy's own failure mode
+	// applies.
+	FailOpen bool
+	// ResponseHeaders adds RateLimit-Limit, RateLimit-Remaining and
+	// RateLimit-Reset to the client's response.
+	ResponseHeaders bool
+	// Logger receives store failures; nil discards.
+	Logger *slog.Logger
+	// MeterProvider provides the rate-limit metrics; nil means none.
+	MeterProvider metric.MeterProvider
+}
+
+// Service implements Envoy's RateLimitService over a Config and a Store. The
+// configuration is swapped atomically with SetConfig. A Service is safe for
+// concurrent use.
+type Service struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+	store  Store
+	opts   ServiceOptions
+	logger *slog.Logger
+	config atomic.Pointer[Config]
+
+	requests     metric.Int64Counter
+	overLimit    metric.Int64Counter
+	shadow       metric.Int64Counter
+	storeErrors  metric.Int64Counter
+	failedOpened metric.Int64Counter
+}
+
+var _ rlsv3.RateLimitServiceServer = (*Service)(nil)
+
+// NewService returns a Service counting in store. It panics if store is nil.
+func NewService(store Store, opts *ServiceOptions) *Service {
+	if store == nil {
+		panic("ratelimit: nil Store")
+	}
+	o := ServiceOptions{}
+	if opts != nil {
+		o = *opts
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	mp := o.MeterProvider
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	m := mp.Meter("github.com/portcullis-mcp/portcullis/ratelimit")
+	s := &Service{store: store, opts: o, logger: logger}
+	s.requests, _ = m.Int64Counter("portcullis.ratelimit.requests", metric.WithDescription("ShouldRateLimit calls, by domain and overall code."))
+	s.overLimit, _ = m.Int64Counter("portcullis.ratelimit.over_limit", metric.WithDescription("Descriptors over their limit, by domain and limit key."))
+	s.shadow, _ = m.Int64Counter("portcullis.ratelimit.shadow_mode", metric.WithDescription("Descriptors over a shadow-mode limit (admitted), by domain and limit key."))
+	s.storeErrors, _ = m.Int64Counter("portcullis.ratelimit.store_errors", metric.WithDescription("Store failures."))
+	s.failedOpened, _ = m.Int64Counter("portcullis.ratelimit.failure_mode_allowed", metric.WithDescription("Requests answered OK because the store failed and failure_mode is allow."))
+	return s
+}
+
+// SetConfig installs a configuration; in-flight requests finish on the old
+// one.
+func (s *Service) SetConfig(c *Config) { s.config.Store(c) }
+
+// ShouldRateLimit implements rlsv3.RateLimitServiceServer.
+func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	domain := req.GetDomain()
+	descs := req.GetDescriptors()
+	switch {
+	case domain == "":
+		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+	case len(descs) == 0:
+		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	case len(descs) > MaxDescriptors:
+		return nil, status.Errorf(codes.InvalidArgument, "more than %d descriptors", MaxDescriptors)
+	}
+	statuses := make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs))
+	for i := range statuses {
+		statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+	}
+	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: statuses}
+	cfg := s.config.Load()
+	if cfg == nil {
+		s.count(ctx, domain, resp.OverallCode)
+		return resp, nil
+	}
+
+	// Match every descriptor, then drop the limits that matched limits
+	// replace.
+	matched := make([][]*Limit, len(descs))
+	var replaced map[string]bool
+	var entries []Entry
+	for i, d := range descs {
+		if len(d.GetEntries()) > MaxEntries {
+			return nil, status.Errorf(codes.InvalidArgument, "descriptor %d has more than %d entries", i, MaxEntries)
+		}
+		entries = entries[:0]
+		for _, e := range d.GetEntries() {
+			entries = append(entries, Entry{Key: e.GetKey(), Value: e.GetValue()})
+		}
+		matched[i] = cfg.Match(domain, entries)
+		for _, l := range matched[i] {
+			for _, r := range l.Replaces {
+				if replaced == nil {
+					replaced = map[string]bool{}
+				}
+				replaced[r] = true
+			}
+		}
+	}
+
+	requestHits := uint64(req.GetHitsAddend())
+	if requestHits == 0 {
+		requestHits = 1
+	}
+	var hits []Hit
+	var owner []int // hits[j] belongs to descriptor owner[j]
+	for i, d := range descs {
+		n := requestHits
+		if h := d.GetHitsAddend(); h != nil {
+			n = h.GetValue()
+		}
+		n = min(n, maxHits)
+		for _, l := range matched[i] {
+			if l.Unlimited || (l.Name != "" && replaced[l.Name]) {
+				continue
+			}
+			hits = append(hits, Hit{Key: hitKey(domain, d.GetEntries(), l), Limit: l, Hits: n})
+			owner = append(owner, i)
+		}
+	}
+	if len(hits) == 0 {
+		s.count(ctx, domain, resp.OverallCode)
+		return resp, nil
+	}
+
+	outcomes, err := s.store.Take(ctx, hits)
+	if err != nil {
+		s.storeErrors.Add(ctx, 1)
+		s.logger.LogAttrs(ctx, slog.LevelWarn, "rate limit store failed", slog.String("domain", domain), slog.Any("error", err))
+		if !s.opts.FailOpen {
+			return nil, status.Error(codes.Unavailable, "rate limit store unavailable")
+		}
+		s.failedOpened.Add(ctx, 1, metric.WithAttributes(attribute.String("domain", domain)))
+		s.count(ctx, domain, resp.OverallCode)
+		return resp, nil
+	}
+
+	// Per descriptor: an over-limit non-shadow hit decides; otherwise the
+	// hit with the least remaining is reported.
+	chosen := make([]int, len(descs))
+	for i := range chosen {
+		chosen[i] = -1
+	}
+	for j, o := range outcomes {
+		i, l := owner[j], hits[j].Limit
+		if o.OverLimit {
+			attrs := metric.WithAttributes(attribute.String("domain", domain), attribute.String("key", l.Key))
+			if l.ShadowMode {
+				s.shadow.Add(ctx, 1, attrs)
+			} else {
+				s.overLimit.Add(ctx, 1, attrs)
+			}
+		}
+		c := chosen[i]
+		switch {
+		case c < 0:
+			chosen[i] = j
+		case o.OverLimit && !l.ShadowMode && !(outcomes[c].OverLimit && !hits[c].Limit.ShadowMode):
+			chosen[i] = j
+		case !(outcomes[c].OverLimit && !hits[c].Limit.ShadowMode) && o.Remaining < outcomes[c].Remaining:
+			chosen[i] = j
+		}
+	}
+	tightest := -1
+	for i, j := range chosen {
+		if j < 0 {
+			continue
+		}
+		o, l := outcomes[j], hits[j].Limit
+		st := statuses[i]
+		if o.OverLimit && !l.ShadowMode {
+			st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+		}
+		st.CurrentLimit = &rlsv3.RateLimitResponse_RateLimit{
+			Name:            l.Name,
+			RequestsPerUnit: uint32(min(l.ReportRequests, math.MaxUint32)),
+			Unit:            reportUnit(l.ReportUnit),
+		}
+		st.LimitRemaining = uint32(min(o.Remaining, math.MaxUint32))
+		st.DurationUntilReset = durationpb.New(o.ResetAfter)
+		if tightest < 0 || st.Code == rlsv3.RateLimitResponse_OVER_LIMIT && statuses[tightest].Code != st.Code ||
+			statuses[tightest].Code == st.Code && st.LimitRemaining < statuses[tightest].LimitRemaining {
+			tightest = i
+		}
+	}
+	if s.opts.ResponseHeaders && tightest >= 0 {
+		st := statuses[tightest]
+		j := chosen[tightest]
+		resp.ResponseHeadersToAdd = []*corev3.HeaderValue{
+			{Key: "RateLimit-Limit", Value: strconv.FormatUint(hits[j].Limit.Requests, 10)},
+			{Key: "RateLimit-Remaining", Value: strconv.FormatUint(uint64(st.LimitRemaining), 10)},
+			{Key: "RateLimit-Reset", Value: strconv.FormatInt(int64(math.Ceil(outcomes[j].ResetAfter.Seconds())), 10)},
+		}
+	}
+	s.count(ctx, domain, resp.OverallCode)
+	return resp, nil
+}
+
+func (s *Service) count(ctx context.Context, domain string, code rlsv3.RateLimitResponse_Code) {
+	s.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("domain", domain), attribute.String("code", code.String())))
+}
+
+// hitKey is the counter key of one limit for one request descriptor: the
+// domain, the descriptor's entries, and the limit's identity (its
+// configuration path, window and algorithm, so a changed limit starts
+// fresh). The store derives its hash tag from the domain and the first
+// entry.
+func hitKey(domain string, entries []*rlcommonv3.RateLimitDescriptor_Entry, l *Limit) string {
+	var b strings.Builder
+	b.Grow(64)
+	b.WriteString(domain)
+	for _, e := range entries {
+		b.WriteByte('|')
+		writeEscaped(&b, e.GetKey())
+		b.WriteByte('=')
+		writeEscaped(&b, e.GetValue())
+	}
+	b.WriteByte('|')
+	b.WriteString(l.Key)
+	b.WriteByte('|')
+	b.WriteString(strconv.FormatInt(l.Window.Milliseconds(), 10))
+	b.WriteByte('|')
+	b.WriteString(l.Algorithm.String())
+	return b.String()
+}
+
+// writeEscaped writes s with the key separators escaped, so that no two
+// descriptors share a key.
+func writeEscaped(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '|', '=', '\\', '{', '}':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+}
+
+func reportUnit(u string) rlsv3.RateLimitResponse_RateLimit_Unit {
+	switch u {
+	case "second":
+		return rlsv3.RateLimitResponse_RateLimit_SECOND
+	case "minute":
+		return rlsv3.RateLimitResponse_RateLimit_MINUTE
+	case "hour":
+		return rlsv3.RateLimitResponse_RateLimit_HOUR
+	case "day":
+		return rlsv3.RateLimitResponse_RateLimit_DAY
+	case "week":
+		return rlsv3.RateLimitResponse_RateLimit_WEEK
+	case "month":
+		return rlsv3.RateLimitResponse_RateLimit_MONTH
+	case "year":
+		return rlsv3.RateLimitResponse_RateLimit_YEAR
+	}
+	return rlsv3.RateLimitResponse_RateLimit_UNKNOWN
+}

@@ -1,0 +1,641 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions configures a [RedisStore]. Zero fields mean defaults.
+type RedisOptions struct {
+	// Client is the Redis client: a single node, Sentinel (failover) or
+	// Cluster client. Required. Build it with [NewRedisClient], or set
+	// ContextTimeoutEnabled yourself: otherwise go-redis ignores context
+	// deadlines, and the store bounds each round trip by abandoning it
+	// in a goroutine instead (the connection stays busy until the
+	// client's own ReadTimeout).
+	Client redis.UniversalClient
+	// Prefix starts every key; default "portcullis:rl:". It must not
+	// contain '{' or '}' (the key's hash tag follows it).
+	Prefix string
+	// Timeout bounds each Take's round trip; default 50ms.
+	Timeout time.Duration
+	// Now is the clock that places hits in windows; default time.Now.
+	// Every instance sharing a Redis should have a synchronized clock.
+	Now func() time.Time
+	// OverLimitCacheSize is how many over-limit keys the store remembers
+	// to answer without a round trip; default 100_000, negative disables
+	// the cache. The cache exists only while Run runs.
+	OverLimitCacheSize int64
+	// FailureThreshold is how many consecutive failed round trips open the
+	// circuit breaker; default 5.
+	FailureThreshold int
+	// OpenFor is how long an open breaker fails fast before it lets one
+	// probe through; default 1s.
+	OpenFor time.Duration
+	// Logger receives breaker transitions; default discards.
+	Logger *slog.Logger
+}
+
+// Defaults of RedisOptions.
+const (
+	DefaultRedisPrefix        = "portcullis:rl:"
+	DefaultRedisTimeout       = 50 * time.Millisecond
+	DefaultOverLimitCacheSize = 100_000
+	DefaultFailureThreshold   = 5
+	DefaultOpenFor            = time.Second
+)
+
+// Log attribute keys.
+const (
+	logKeyFailures = "failures"
+	logKeyOpenFor  = "open_for"
+)
+
+// RedisStore is a [Store] that keeps counters in Redis, shared by every
+// instance of the service. It has the same semantics as [MemoryStore].
+//
+// # One round trip
+//
+// A Take runs one Lua script (EVALSHA; EVAL only when Redis has lost the
+// script) that reads every counter of the request, decides, and — only if
+// no non-shadow hit is over its limit — writes them all, each with its
+// expiry. Window indexes are computed from the client's clock (Now), so
+// every key is known in advance and passed in KEYS. Every key's TTL runs
+// one second past the end of its counter (the window's end, a sliding
+// window's next window's end, or GCRA's TAT), so a request whose clock
+// read came just before that end still finds the counter in Redis, which
+// expires keys by its own clock. Instances sharing a Redis need
+// synchronized clocks.
+//
+// # Keys and Redis Cluster
+//
+// The service builds Hit.Key as "domain|k1=v1|k2=v2|…|limitkey". A counter
+// key is Prefix + "{domain|k1=v1}" + "|k2=v2|…|limitkey" + a suffix for the
+// algorithm and window (":f<index>", ":s<index>", ":g"): domain and the
+// first descriptor entry form the hash tag, so the descriptors
+// [subject=alice] and [subject=alice, tool=x] of one request land on one
+// cluster slot and are decided atomically together. With a cluster client,
+// a request whose keys span several slots runs one script per slot,
+// concurrently: each slot's hits are all-or-nothing, but one slot may count
+// while another rejects. Single-node and Sentinel clients always run one
+// script. (A *redis.Ring is grouped by hash tag the same way.)
+//
+// # Over-limit cache
+//
+// While Run runs, a non-shadow hit that Redis reports over its limit on
+// the stored counts is remembered (ristretto, OverLimitCacheSize keys) for
+// as long as a hit of that size is certain to stay over: fixed window,
+// until the window ends; sliding window, until the previous window's
+// weight has decayed enough (at most the window's end); GCRA, until TAT −
+// tolerance + hits·T. A later request with a non-shadow hit of at least
+// that size on a remembered key is rejected without a round trip. In that
+// answer the remembered hits are OverLimit with Remaining 0 and ResetAfter
+// as last seen; the request's other hits were not looked up, so their
+// Outcome is zero (OverLimit false, Remaining 0 meaning unknown) — they are
+// not counted, as in any rejected request.
+//
+// # Failures
+//
+// Each round trip is bounded by Timeout. A circuit breaker opens after
+// FailureThreshold consecutive failures and fails fast for OpenFor, then
+// lets one probe through; its success closes the breaker, so a Redis that
+// comes back is used again without a restart. Every failure returns an
+// error wrapping [ErrStoreUnavailable]; a caller that cancels its own
+// context gets one too, but it does not count as a failure. The breaker
+// times OpenFor on the real clock, whatever Now is. A client built without
+// ContextTimeoutEnabled ignores deadlines: the store then runs the script
+// in a goroutine and stops waiting at Timeout (see [RedisOptions].Client).
+//
+// A RedisStore is safe for concurrent use. NewRedisStore starts no
+// goroutines; Run (optional) holds the over-limit cache.
+type RedisStore struct {
+	client   redis.UniversalClient
+	script   *redis.Script
+	prefix   string
+	timeout  time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+	breaker  *breaker
+	route    routing
+	ctxAware bool
+
+	cacheSize int64
+	running   atomic.Bool
+	cache     overCache
+}
+
+var _ Store = (*RedisStore)(nil)
+
+// routing is how a request's hits are spread over scripts.
+type routing int
+
+const (
+	routeOne     routing = iota // single node, Sentinel: one script
+	routeSlot                   // cluster: one script per hash slot
+	routeHashTag                // ring: one script per hash tag
+)
+
+// errCircuitOpen is returned while the breaker fails fast.
+var errCircuitOpen = fmt.Errorf("%w: circuit open", ErrStoreUnavailable)
+
+// NewRedisStore returns a RedisStore. It does not contact Redis.
+func NewRedisStore(opts *RedisOptions) (*RedisStore, error) {
+	if opts == nil || opts.Client == nil {
+		return nil, errors.New("ratelimit: redis store: no client")
+	}
+	o := *opts
+	if o.Prefix == "" {
+		o.Prefix = DefaultRedisPrefix
+	}
+	if strings.ContainsAny(o.Prefix, "{}") {
+		return nil, fmt.Errorf("ratelimit: redis store: prefix %q contains '{' or '}'", o.Prefix)
+	}
+	if o.Timeout < 0 || o.OpenFor < 0 || o.FailureThreshold < 0 {
+		return nil, errors.New("ratelimit: redis store: negative Timeout, OpenFor or FailureThreshold")
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultRedisTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.OverLimitCacheSize == 0 {
+		o.OverLimitCacheSize = DefaultOverLimitCacheSize
+	}
+	if o.FailureThreshold == 0 {
+		o.FailureThreshold = DefaultFailureThreshold
+	}
+	if o.OpenFor == 0 {
+		o.OpenFor = DefaultOpenFor
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &RedisStore{
+		client:    o.Client,
+		script:    redis.NewScript(takeScript),
+		prefix:    o.Prefix,
+		timeout:   o.Timeout,
+		now:       o.Now,
+		log:       o.Logger,
+		cacheSize: o.OverLimitCacheSize,
+		// The breaker runs on the real clock: Now places hits in
+		// windows and may be a test's fake clock.
+		breaker: newBreaker(o.FailureThreshold, o.OpenFor, time.Now),
+	}
+	s.breaker.onChange = func(open bool, failures int) {
+		if open {
+			s.log.Warn("ratelimit: redis circuit open", logKeyFailures, failures, logKeyOpenFor, o.OpenFor)
+		} else {
+			s.log.Info("ratelimit: redis circuit closed")
+		}
+	}
+	switch c := o.Client.(type) {
+	case *redis.Client:
+		s.ctxAware = c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		s.ctxAware = c.Options().ContextTimeoutEnabled
+		s.route = routeSlot
+	case *redis.Ring:
+		s.ctxAware = c.Options().ContextTimeoutEnabled
+		s.route = routeHashTag
+	}
+	return s, nil
+}
+
+// NewRedisClient returns a client for a RedisStore whose Timeout is
+// timeout: context deadlines honoured (ContextTimeoutEnabled), read, write
+// and pool-wait timeouts of timeout where opts leaves them zero, and no
+// retries where opts leaves MaxRetries zero (a Take is not idempotent: a
+// retried script could count twice). opts is copied.
+func NewRedisClient(opts *redis.UniversalOptions, timeout time.Duration) redis.UniversalClient {
+	o := *opts
+	o.ContextTimeoutEnabled = true
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = timeout
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = timeout
+	}
+	if o.PoolTimeout == 0 {
+		o.PoolTimeout = timeout
+	}
+	if o.MaxRetries == 0 {
+		o.MaxRetries = -1
+	}
+	return redis.NewUniversalClient(&o)
+}
+
+// Run holds the over-limit cache until ctx is done, then releases it and
+// returns nil. Without Run the store works, always asking Redis. Run may
+// be called once at a time.
+func (s *RedisStore) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("ratelimit: redis store: Run called twice")
+	}
+	defer s.running.Store(false)
+	if s.cacheSize > 0 {
+		c, err := ristretto.NewCache(&ristretto.Config[string, overEntry]{
+			NumCounters:        10 * s.cacheSize,
+			MaxCost:            s.cacheSize,
+			BufferItems:        64,
+			IgnoreInternalCost: true,
+		})
+		if err != nil {
+			return fmt.Errorf("ratelimit: redis store: over-limit cache: %w", err)
+		}
+		s.cache.start(c)
+		defer s.cache.stop()
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// redisHit is one hit sent to Redis.
+type redisHit struct {
+	i     int // index in the request
+	group int // the script it goes to
+	sp    spec
+	keys  [2]string // the counter keys: [key] or, sliding, [previous, current]
+}
+
+// redisGroup is the part of a request one script runs.
+type redisGroup struct {
+	n    int // hits
+	keys []string
+	args []any
+	res  []int64
+	err  error
+}
+
+// Take implements [Store].
+func (s *RedisStore) Take(ctx context.Context, hits []Hit) ([]Outcome, error) {
+	out := make([]Outcome, len(hits))
+	now := s.now().UnixMicro()
+
+	var rhBuf [4]redisHit
+	rhs := rhBuf[:0]
+	if len(hits) > len(rhBuf) {
+		rhs = make([]redisHit, 0, len(hits))
+	}
+	rejected := false // by a hit that needs no counter (Requests 0)
+	for i := range hits {
+		h := &hits[i]
+		if h.Limit == nil {
+			return nil, errNoLimit(i)
+		}
+		sp, static, o := makeSpec(h, now)
+		if static {
+			out[i] = o
+			rejected = rejected || (o.OverLimit && !sp.shadow)
+			continue
+		}
+		rhs = append(rhs, redisHit{i: i, sp: sp})
+	}
+	if len(rhs) == 0 {
+		return out, nil
+	}
+	if s.fromCache(hits, out, now) {
+		return out, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	}
+
+	groups := 1
+	for j := range rhs {
+		s.keys(&rhs[j], hits[rhs[j].i].Key)
+	}
+	switch s.route {
+	case routeSlot:
+		groups = groupBySlot(rhs)
+	case routeHashTag:
+		groups = groupByTag(rhs)
+	}
+
+	ok, probe := s.breaker.allow()
+	if !ok {
+		return nil, errCircuitOpen
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	// One group (the rule) stays on the stack; several run concurrently.
+	var single redisGroup
+	var multi []redisGroup
+	var err error
+	if groups == 1 {
+		single.build(rhs, 0, now, rejected)
+		s.eval(rctx, &single)
+		err = single.err
+	} else {
+		multi = make([]redisGroup, groups)
+		var wg sync.WaitGroup
+		for g := range multi {
+			multi[g].build(rhs, g, now, rejected)
+			wg.Go(func() { s.eval(rctx, &multi[g]) })
+		}
+		wg.Wait()
+		for g := range multi {
+			if err = multi[g].err; err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			s.breaker.abandon(probe)
+		} else {
+			s.breaker.failure(probe)
+		}
+		return nil, fmt.Errorf("%w: redis: %w", ErrStoreUnavailable, err)
+	}
+	s.breaker.success()
+
+	c := s.cache.acquire()
+	defer s.cache.release()
+	var next [1]int // per group: the next reply position
+	pos := next[:]
+	if groups > 1 {
+		pos = make([]int, groups)
+	}
+	for j := range rhs {
+		rh := &rhs[j]
+		g := &single
+		if groups > 1 {
+			g = &multi[rh.group]
+		}
+		r := g.res[1+4*pos[rh.group]:][:4]
+		pos[rh.group]++
+		out[rh.i] = Outcome{OverLimit: r[0] == 1, Remaining: uint64(max(r[1], 0)), ResetAfter: micros(r[2])}
+		if c != nil && r[3] > 0 {
+			h := &hits[rh.i]
+			c.SetWithTTL(h.Key, overEntry{minHits: h.Hits, until: now + r[3], resetAt: now + r[2]}, 1, micros(r[3]))
+		}
+	}
+	return out, nil
+}
+
+// groupBySlot sets each hit's group by the cluster slot of its keys and
+// returns how many groups there are.
+func groupBySlot(rhs []redisHit) int {
+	var seen []uint16
+	for j := range rhs {
+		k := keySlot(rhs[j].keys[0])
+		g := slices.Index(seen, k)
+		if g < 0 {
+			g, seen = len(seen), append(seen, k)
+		}
+		rhs[j].group = g
+	}
+	return len(seen)
+}
+
+// groupByTag sets each hit's group by the hash tag of its keys and returns
+// how many groups there are.
+func groupByTag(rhs []redisHit) int {
+	var seen []string
+	for j := range rhs {
+		k := effectiveTag(rhs[j].keys[0])
+		g := slices.Index(seen, k)
+		if g < 0 {
+			g, seen = len(seen), append(seen, k)
+		}
+		rhs[j].group = g
+	}
+	return len(seen)
+}
+
+// keys sets rh's counter keys for a Hit.Key.
+func (s *RedisStore) keys(rh *redisHit, key string) {
+	tag, rest := splitHashTag(key)
+	var arr [128]byte
+	buf := append(arr[:0], s.prefix...)
+	buf = append(buf, '{')
+	buf = append(buf, tag...)
+	buf = append(buf, '}')
+	buf = append(buf, rest...)
+	base := len(buf)
+	switch rh.sp.alg {
+	case GCRA:
+		rh.keys[0] = string(append(buf, ":g"...))
+	case SlidingWindow:
+		rh.keys[0] = string(strconv.AppendInt(append(buf, ":s"...), rh.sp.index-1, 10))
+		rh.keys[1] = string(strconv.AppendInt(append(buf[:base], ":s"...), rh.sp.index, 10))
+	default:
+		rh.keys[0] = string(strconv.AppendInt(append(buf, ":f"...), rh.sp.index, 10))
+	}
+}
+
+// build fills in the KEYS and ARGV (see takeScript) of group g of rhs.
+func (g *redisGroup) build(rhs []redisHit, group int, now int64, rejected bool) {
+	nk := 0
+	for j := range rhs {
+		if rhs[j].group != group {
+			continue
+		}
+		g.n++
+		nk++
+		if rhs[j].sp.alg == SlidingWindow {
+			nk++
+		}
+	}
+	g.keys = make([]string, 0, nk)
+	g.args = make([]any, 0, 2+8*g.n)
+	reject := 0
+	if rejected {
+		reject = 1
+	}
+	g.args = append(g.args, now, reject)
+	for j := range rhs {
+		rh := &rhs[j]
+		if rh.group != group {
+			continue
+		}
+		sp := &rh.sp
+		g.keys = append(g.keys, rh.keys[0])
+		if sp.alg == SlidingWindow {
+			g.keys = append(g.keys, rh.keys[1])
+		}
+		shadow := 0
+		if sp.shadow {
+			shadow = 1
+		}
+		g.args = append(g.args, int(sp.alg), sp.requests, sp.window, sp.hits, shadow, sp.elapsed, sp.interval, sp.tol)
+	}
+}
+
+// eval runs the script for one group within ctx's deadline.
+func (s *RedisStore) eval(ctx context.Context, g *redisGroup) {
+	if s.ctxAware {
+		g.res, g.err = s.run(ctx, g.keys, g.args, g.n)
+		return
+	}
+	g.res, g.err = s.runAsync(ctx, g.keys, g.args, g.n)
+}
+
+// runAsync is run for a client that ignores deadlines: the call is left
+// behind when ctx is done.
+func (s *RedisStore) runAsync(ctx context.Context, keys []string, args []any, n int) ([]int64, error) {
+	type result struct {
+		res []int64
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		res, err := s.run(ctx, keys, args, n)
+		ch <- result{res, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// run runs the script and checks the reply's length.
+func (s *RedisStore) run(ctx context.Context, keys []string, args []any, n int) ([]int64, error) {
+	res, err := s.script.Run(ctx, s.client, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != 1+4*n {
+		return nil, fmt.Errorf("script returned %d values for %d hits", len(res), n)
+	}
+	return res, nil
+}
+
+// fromCache answers the request from the over-limit cache if one of its
+// non-shadow hits is certain to be over its limit, filling out.
+func (s *RedisStore) fromCache(hits []Hit, out []Outcome, now int64) bool {
+	c := s.cache.acquire()
+	defer s.cache.release()
+	if c == nil {
+		return false
+	}
+	var rejected bool
+	var overBuf [8]bool
+	over := overBuf[:0]
+	if len(hits) > len(overBuf) {
+		over = make([]bool, 0, len(hits))
+	}
+	for i := range hits {
+		h := &hits[i]
+		o := false
+		if !h.Limit.Unlimited && h.Limit.Requests > 0 && !h.Limit.ShadowMode && h.Hits > 0 {
+			if e, ok := c.Get(h.Key); ok && h.Hits >= e.minHits && now < e.until {
+				o, rejected = true, true
+				out[i] = Outcome{OverLimit: true, ResetAfter: micros(max(e.resetAt-now, 0))}
+			}
+		}
+		over = append(over, o)
+	}
+	if !rejected {
+		return false
+	}
+	for i := range hits {
+		if !over[i] && !hits[i].Limit.Unlimited && hits[i].Limit.Requests > 0 {
+			out[i] = Outcome{} // not looked up
+		}
+	}
+	return true
+}
+
+// overEntry remembers that hits of at least minHits on a key are over
+// their limit until until (µs of the store's clock); resetAt is when the
+// limit was reported to reset.
+type overEntry struct {
+	minHits uint64
+	until   int64
+	resetAt int64
+}
+
+// overCache guards the ristretto cache, which Run creates and closes.
+type overCache struct {
+	mu sync.RWMutex
+	c  *ristretto.Cache[string, overEntry]
+}
+
+func (oc *overCache) start(c *ristretto.Cache[string, overEntry]) {
+	oc.mu.Lock()
+	oc.c = c
+	oc.mu.Unlock()
+}
+
+func (oc *overCache) stop() {
+	oc.mu.Lock()
+	c := oc.c
+	oc.c = nil
+	oc.mu.Unlock()
+	c.Close()
+}
+
+// acquire returns the cache or nil; release must follow.
+func (oc *overCache) acquire() *ristretto.Cache[string, overEntry] {
+	oc.mu.RLock()
+	return oc.c
+}
+
+func (oc *overCache) release() { oc.mu.RUnlock() }
+
+// wait applies the cache's buffered writes (for tests).
+func (oc *overCache) wait() {
+	if c := oc.acquire(); c != nil {
+		c.Wait()
+	}
+	oc.release()
+}
+
+// splitHashTag splits a Hit.Key "domain|k1=v1|k2=v2|…" into the hash tag
+// "domain|k1=v1" and the rest "|k2=v2|…". A key with fewer than two '|'
+// is all tag.
+func splitHashTag(key string) (tag, rest string) {
+	i := strings.IndexByte(key, '|')
+	if i < 0 {
+		return key, ""
+	}
+	j := strings.IndexByte(key[i+1:], '|')
+	if j < 0 {
+		return key, ""
+	}
+	return key[:i+1+j], key[i+1+j:]
+}
+
+// effectiveTag is the part of key Redis Cluster hashes: the text between
+// the first '{' and the first '}' after it, if not empty; else the key.
+func effectiveTag(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
+		}
+	}
+	return key
+}
+
+// keySlot is the Redis Cluster hash slot of key: CRC16 (XMODEM) of its
+// effective hash tag, modulo 16384.
+func keySlot(key string) uint16 {
+	var crc uint16
+	for _, b := range []byte(effectiveTag(key)) {
+		crc ^= uint16(b) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc & 16383
+}
