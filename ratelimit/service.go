@@ -187,7 +187,11 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	for j, o := range outcomes {
 		i, l := owner[j], hits[j].Limit
 		if o.OverLimit {
-			attrs := metric.WithAttributes(attribute.String("domain", domain), attribute.String("key", l.Key))
+			kv := []attribute.KeyValue{attribute.String("domain", domain), attribute.String("key", l.Key)}
+			if l.DetailedMetric { // descriptor values only where the config asks for them
+				kv = append(kv, attribute.String("descriptor", descriptorValues(descs[i].GetEntries())))
+			}
+			attrs := metric.WithAttributes(kv...)
 			if l.ShadowMode {
 				s.shadow.Add(ctx, 1, attrs)
 			} else {
@@ -265,6 +269,21 @@ func hitKey(domain string, entries []*rlcommonv3.RateLimitDescriptor_Entry, l *L
 	b.WriteString(strconv.FormatInt(l.Window.Milliseconds(), 10))
 	b.WriteByte('|')
 	b.WriteString(l.Algorithm.String())
+	return b.String()
+}
+
+// descriptorValues renders a descriptor's entries as "k1=v1,k2=v2" for a
+// detailed metric label.
+func descriptorValues(entries []*rlcommonv3.RateLimitDescriptor_Entry) string {
+	var b strings.Builder
+	for i, e := range entries {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(e.GetKey())
+		b.WriteByte('=')
+		b.WriteString(e.GetValue())
+	}
 	return b.String()
 }
 

@@ -12,6 +12,8 @@ import (
 	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/google/go-cmp/cmp"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -305,5 +307,53 @@ descriptors:
 				}
 			}
 		})
+	}
+}
+
+// TestServiceMetrics checks that over-limit metrics carry descriptor values
+// only for limits with detailed_metric.
+func TestServiceMetrics(t *testing.T) {
+	cfg, err := ratelimit.ParseConfig(map[string][]byte{"mcp.yaml": []byte(`
+domain: mcp
+descriptors:
+  - key: subject
+    detailed_metric: true
+    rate_limit: { unit: minute, requests_per_unit: 1 }
+  - key: tenant
+    rate_limit: { unit: minute, requests_per_unit: 1 }
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	svc := ratelimit.NewService(ratelimit.NewMemoryStore(nil), &ratelimit.ServiceOptions{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	svc.SetConfig(cfg)
+	for range 2 {
+		for _, d := range []*rlcommonv3.RateLimitDescriptor{desc("subject=alice"), desc("tenant=acme")} {
+			if _, err := svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "mcp", Descriptors: []*rlcommonv3.RateLimitDescriptor{d}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "portcullis.ratelimit.over_limit" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				key, _ := dp.Attributes.Value("key")
+				d, _ := dp.Attributes.Value("descriptor")
+				got[key.AsString()] = d.AsString()
+			}
+		}
+	}
+	want := map[string]string{"subject": "subject=alice", "tenant": ""}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("over_limit labels (-want +got):\n%s", diff)
 	}
 }
