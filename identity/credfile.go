@@ -16,18 +16,14 @@ import (
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
-	"github.com/fsnotify/fsnotify"
+
+	"github.com/portcullis-mcp/portcullis/internal/filewatch"
 	"go.yaml.in/yaml/v3"
 )
 
 // This file holds what the API key and basic auth providers share: a
 // credential file that is decoded strictly and reloaded when it changes,
 // and a result cache that lives while the provider's Run does.
-
-// credFileDebounce is how long a credential file watcher waits for a burst
-// of events (an editor's write-rename-chmod, a ConfigMap's symlink swap) to
-// settle before it reloads.
-const credFileDebounce = 200 * time.Millisecond
 
 // Log attribute keys used by the providers in this file's family.
 const (
@@ -107,48 +103,20 @@ func (f *credFile) reload() {
 	}
 }
 
-// watch reloads the file whenever it changes, until ctx ends. It watches
-// the file's directory rather than the file, so that a file replaced by
-// rename (editors, Kubernetes ConfigMap updates, which swap a "..data"
-// symlink) is seen.
+// watch reloads the file whenever it changes, until ctx ends. Besides the
+// file itself, changes to names starting with ".." count: Kubernetes
+// ConfigMap volumes swap a "..data" symlink. The file may have changed
+// between the constructor's load and the watch: it is read again at once.
 func (f *credFile) watch(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", f.path, err)
-	}
-	defer w.Close()
-	dir := filepath.Dir(f.path)
-	if err := w.Add(dir); err != nil {
-		return fmt.Errorf("watch %s: %w", dir, err)
-	}
 	clean := filepath.Clean(f.path)
-	// The file may have changed between the constructor's load and now.
-	f.reload()
-
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			if filepath.Clean(ev.Name) == clean || strings.HasPrefix(filepath.Base(ev.Name), "..") {
-				timer.Reset(credFileDebounce)
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			f.logger.Warn("credential file watcher",
-				slog.String(credLogKeyProvider, f.provider), slog.String(credLogKeyFile, f.path), slog.Any(credLogKeyError, err))
-		case <-timer.C:
-			f.reload()
-		}
-	}
+	return filewatch.Watch(ctx, filewatch.Options{
+		Paths:   []string{f.path},
+		Initial: true,
+		Match: func(name string) bool {
+			return filepath.Clean(name) == clean || strings.HasPrefix(filepath.Base(name), "..")
+		},
+		Logger: f.logger.With(slog.String(credLogKeyProvider, f.provider), slog.String(credLogKeyFile, f.path)),
+	}, f.reload)
 }
 
 // decodeCredFile decodes YAML data into v, a pointer to a struct whose

@@ -360,3 +360,34 @@ func TestEngineOptions(t *testing.T) {
 		t.Errorf("Eval before load: %v, want ErrNotReady", err)
 	}
 }
+
+// TestEngineReloadUnchanged: reloading the same files compiles nothing and
+// counts nothing; after a failure, the same good files are installed again.
+func TestEngineReloadUnchanged(t *testing.T) {
+	ctx := testContext(t)
+	dir := t.TempDir()
+	f := filepath.Join(dir, "policy.rego")
+	writeFile(t, f, toolPolicy)
+	e, err := New(ctx, &Options{Paths: []string{dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := e.Status().LoadedAt
+	for range 3 {
+		if err := e.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := e.Status(); st.Reloads != 1 || !st.LoadedAt.Equal(loaded) {
+		t.Fatalf("unchanged reloads counted: %+v", st)
+	}
+	writeFile(t, f, "package mcp.authz\n\ndecision := {\n")
+	_ = e.Reload(ctx)
+	writeFile(t, f, toolPolicy)
+	if err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Status(); st.LastError != "" || st.Reloads != 2 {
+		t.Fatalf("recovery to the serving files: %+v", st)
+	}
+}

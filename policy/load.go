@@ -31,8 +31,15 @@ func isTestFile(abspath string, info fs.FileInfo, depth int) bool {
 	return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
 }
 
-// compileFiles loads and compiles the policy under e.opts.Paths.
-func (e *Engine) compileFiles(ctx context.Context) (*compiled, error) {
+// policyFiles is a policy as read from disk, not compiled yet.
+type policyFiles struct {
+	modules  map[string]*ast.Module
+	data     map[string]any
+	revision string // a digest of the files
+}
+
+// loadFiles reads and parses the policy under e.opts.Paths.
+func (e *Engine) loadFiles() (*policyFiles, error) {
 	l := loader.NewFileLoader().WithProcessAnnotation(true)
 	if e.opts.FS != nil {
 		l = l.WithFS(e.opts.FS)
@@ -50,8 +57,7 @@ func (e *Engine) compileFiles(ctx context.Context) (*compiled, error) {
 		h.Write(m.Raw)
 	}
 	fmt.Fprintf(h, "%v", res.Documents)
-	revision := "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
-	return e.compile(ctx, modules, res.Documents, revision)
+	return &policyFiles{modules: modules, data: res.Documents, revision: "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]}, nil
 }
 
 // compile adds the library, compiles modules, checks that the decision rule

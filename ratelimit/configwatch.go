@@ -3,21 +3,11 @@ package ratelimit
 import (
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
-	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/portcullis-mcp/portcullis/internal/filewatch"
 )
-
-// configDebounce is how long WatchConfig waits after the last change
-// before it reloads, so that an editor's or kubelet's burst of events
-// reloads once.
-const configDebounce = 200 * time.Millisecond
 
 // Log attribute keys of WatchConfig.
 const (
@@ -46,17 +36,6 @@ func WatchConfig(ctx context.Context, paths []string, logger *slog.Logger, insta
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("ratelimit: watch config: %w", err)
-	}
-	defer w.Close()
-	for _, dir := range watchDirs(paths) {
-		if err := w.Add(dir); err != nil {
-			return fmt.Errorf("ratelimit: watch config directory %s: %w", dir, err)
-		}
-	}
-
 	var installed [sha256.Size]byte
 	haveInstalled := false
 	reload := func() {
@@ -80,47 +59,7 @@ func WatchConfig(ctx context.Context, paths []string, logger *slog.Logger, insta
 		logger.LogAttrs(ctx, slog.LevelInfo, "rate limit configuration loaded",
 			slog.Any(watchAttrDomains, cfg.Domains()))
 	}
-	reload()
-
-	timer := time.NewTimer(configDebounce)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case _, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			timer.Reset(configDebounce)
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			logger.LogAttrs(ctx, slog.LevelWarn, "rate limit configuration watch error", slog.Any(watchAttrError, err))
-			// Events may have been lost: look again.
-			timer.Reset(configDebounce)
-		case <-timer.C:
-			reload()
-		}
-	}
-}
-
-// watchDirs are the directories to watch for paths, each once.
-func watchDirs(paths []string) []string {
-	var dirs []string
-	for _, p := range paths {
-		dir := filepath.Dir(p)
-		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-			dir = p
-		}
-		dir = filepath.Clean(dir)
-		if !slices.Contains(dirs, dir) {
-			dirs = append(dirs, dir)
-		}
-	}
-	return dirs
+	return filewatch.Watch(ctx, filewatch.Options{Paths: paths, Initial: true, Logger: logger}, reload)
 }
 
 // fingerprint identifies a set of files by names and contents.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/portcullis-mcp/portcullis/internal/filewatch"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -173,7 +174,7 @@ func TestWatchConfigDirectory(t *testing.T) {
 	select {
 	case c := <-installs:
 		t.Fatalf("install after an unrelated change: %v", c.Domains())
-	case <-time.After(3 * configDebounce):
+	case <-time.After(3 * filewatch.DefaultDebounce):
 	}
 	cancel()
 	if err := <-done; err != nil {
