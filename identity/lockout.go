@@ -33,8 +33,14 @@ type LockoutOptions struct {
 // Lockout blocks source addresses and credentials after repeated
 // authentication failures. A store error never blocks anyone: lockout fails
 // open, authentication itself still fails closed.
+//
+// Blocked is answered from memory, never over the network: the shared
+// store is asked only when a failure is counted (rare), and a block found
+// there is remembered locally. A replica that has not yet seen an address
+// fail lets one more attempt through before it knows of the block.
 type Lockout struct {
-	opts LockoutOptions
+	opts  LockoutOptions
+	local *MemoryLockoutStore // blocks known to this replica
 }
 
 // NewLockout returns a Lockout; MaxFailures 0 returns nil (no lockout).
@@ -48,26 +54,38 @@ func NewLockout(opts LockoutOptions) *Lockout {
 	if opts.Block <= 0 {
 		opts.Block = 5 * time.Minute
 	}
-	if opts.Store == nil {
-		opts.Store = NewMemoryLockoutStore(100_000, nil)
+	l := &Lockout{opts: opts}
+	if m, ok := opts.Store.(*MemoryLockoutStore); ok {
+		l.local = m
+	} else if opts.Store == nil {
+		l.local = NewMemoryLockoutStore(100_000, nil)
+		l.opts.Store = l.local
+	} else {
+		l.local = NewMemoryLockoutStore(100_000, nil)
 	}
-	return &Lockout{opts: opts}
+	return l
 }
 
-// Blocked reports whether key is blocked, and for how long.
+// Blocked reports whether key is blocked, and for how long. It does not
+// touch the network.
 func (l *Lockout) Blocked(ctx context.Context, key string) (time.Duration, bool) {
-	d, err := l.opts.Store.BlockedFor(ctx, key)
+	d, err := l.local.BlockedFor(ctx, key)
 	return d, err == nil && d > 0
 }
 
 // Fail records one failure for each key and blocks those that reach
-// MaxFailures.
+// MaxFailures, in the store and locally.
 func (l *Lockout) Fail(ctx context.Context, keys ...string) {
 	for _, k := range keys {
 		n, err := l.opts.Store.Fail(ctx, k, l.opts.Window)
-		if err == nil && n >= l.opts.MaxFailures {
-			_ = l.opts.Store.Block(ctx, k, l.opts.Block)
+		if err != nil || n < l.opts.MaxFailures {
+			continue
 		}
+		if l.opts.Store != LockoutStore(l.local) {
+			_ = l.opts.Store.Block(ctx, k, l.opts.Block)
+			_, _ = l.local.Fail(ctx, k, l.opts.Window) // an entry to hold the block
+		}
+		_ = l.local.Block(ctx, k, l.opts.Block)
 	}
 }
 

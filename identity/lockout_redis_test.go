@@ -33,17 +33,33 @@ func TestRedisLockoutShared(t *testing.T) {
 		})
 	}
 	r1, r2 := replica(), replica()
+	try := func(a *Authenticator, cred string) error {
+		_, err := a.Authenticate(ctx, &Request{SourceAddress: "198.51.100.9", Headers: map[string]string{"a": cred}})
+		return err
+	}
+	locked := func(err error) bool {
+		le, ok := err.(*LockedError)
+		return ok && le.RetryAfter > time.Minute && le.RetryAfter <= 2*time.Minute
+	}
+	// Four failures, alternating replicas, count together: the replica
+	// that counts the fourth blocks the address at once.
 	for i := range 4 {
 		a := r1
 		if i%2 == 1 {
 			a = r2
 		}
-		_, _ = a.Authenticate(ctx, &Request{SourceAddress: "198.51.100.9", Headers: map[string]string{"a": "bad"}})
+		_ = try(a, "bad")
 	}
-	_, err := r1.Authenticate(ctx, &Request{SourceAddress: "198.51.100.9", Headers: map[string]string{"a": "alice"}})
-	le, ok := err.(*LockedError)
-	if !ok || le.RetryAfter <= time.Minute || le.RetryAfter > 2*time.Minute {
-		t.Fatalf("after 4 failures over two replicas: %v", err)
+	if err := try(r2, "alice"); !locked(err) {
+		t.Fatalf("the replica that saw the 4th failure: %v, want locked out", err)
+	}
+	// The other replica learns of the block with its next failure (Blocked
+	// never waits on Redis), and from then on refuses too.
+	if err := try(r1, "bad"); locked(err) {
+		t.Fatal("r1 knew of the block without a failure of its own")
+	}
+	if err := try(r1, "alice"); !locked(err) {
+		t.Fatalf("r1 after its own failure: %v, want locked out", err)
 	}
 	keys, err := client.Keys(ctx, prefix+"*").Result()
 	if err != nil {
