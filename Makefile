@@ -4,6 +4,9 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 STATICCHECK_VERSION := v0.8.2
 CONFIG    ?= examples/portcullis.yaml
+# Real MCP peers the tests run against (conformance suite, TypeScript SDK,
+# server-everything, Node 22), pinned in the lockfile.
+NODE_PEERS := mcpserver/testdata/node/node_modules/.package-lock.json
 
 .PHONY: help build test testrace lint fuzz bench run
 
@@ -13,12 +16,15 @@ help: ## list the targets
 build: ## build bin/portcullis
 	$(GO) build -o bin/portcullis ./cmd/portcullis
 
-test: ## run every test: lint, then go test -race (what CI runs)
+test: $(NODE_PEERS) ## run every test: lint, then go test -race (what CI runs)
 	$(MAKE) lint
 	$(GO) test -race -count=1 ./...
 
-testrace: ## go test -race only
+testrace: $(NODE_PEERS) ## go test -race only
 	$(GO) test -race -count=1 ./...
+
+$(NODE_PEERS): mcpserver/testdata/node/package-lock.json
+	npm ci --prefix mcpserver/testdata/node --no-audit --no-fund
 
 lint: ## gofmt, go vet, staticcheck, go mod tidy diff, project lints
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
