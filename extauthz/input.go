@@ -158,9 +158,10 @@ func (s *Server) headerMap(h *authv3.AttributeContext_HttpRequest) (map[string]s
 
 // parsePath splits a path on "/", percent-decodes each segment and removes
 // dot segments (RFC 3986 section 5.2.4), so the policy sees the path the
-// upstream will route on: "/mcp/../admin" is ["admin"], "/a%2Fb" is
-// ["a/b"] (one segment, as Envoy keeps escaped slashes by default). Leading
-// slashes are dropped, as in opa-envoy-plugin: "//mcp" is ["mcp"].
+// upstream will route on: "/mcp/../admin" and "/mcp/%2e%2e/admin" are
+// ["admin"], "/a%2Fb" is ["a/b"] (one segment, as Envoy keeps escaped
+// slashes by default). Leading slashes are dropped, as in opa-envoy-plugin:
+// "//mcp" is ["mcp"].
 func parsePath(p string) ([]string, error) {
 	p = strings.TrimLeft(p, "/")
 	raw := strings.Split(p, "/")
@@ -174,7 +175,7 @@ func parsePath(p string) ([]string, error) {
 			return nil, fmt.Errorf("path segment %d is not valid UTF-8 or holds NUL", i)
 		}
 		last := i == len(raw)-1
-		switch seg { // dot segments are matched before decoding, as RFC 3986 does
+		switch dec { // after decoding: "%2e%2e" is a dot segment too (RFC 3986 decodes unreserved characters first)
 		case ".":
 			if last {
 				out = append(out, "")
