@@ -191,17 +191,43 @@ type MCP struct {
 	Listen         string     `yaml:"listen"`
 	AllowedOrigins []string   `yaml:"allowed_origins"`
 	Upstreams      []Upstream `yaml:"upstreams"`
+	// RequireIdentity refuses HTTP requests without a valid
+	// x-portcullis-identity token (default true: behind Envoy).
+	RequireIdentity bool `yaml:"require_identity"`
+	// IdentityJWKSURL is where the identity token's key is fetched (the
+	// ext_authz admin /identity/jwks.json) when authn.identity_token.key_file
+	// is not in this configuration.
+	IdentityJWKSURL string `yaml:"identity_jwks_url"`
+	// StdioIdentity is the identity the policy sees on stdio.
+	StdioIdentity StdioIdentity `yaml:"stdio_identity"`
+	// BehindProxy accepts a public Host forwarded to a loopback listener.
+	BehindProxy bool `yaml:"behind_proxy"`
+	Stateful    bool `yaml:"stateful"`
+	// MaxBodyBytes bounds a request body (413 beyond).
+	MaxBodyBytes int `yaml:"max_body_bytes"`
 }
 
-// Upstream is a bridged MCP server.
+// StdioIdentity is the caller on stdio, where no gateway authenticates.
+type StdioIdentity struct {
+	Subject string   `yaml:"subject"`
+	Roles   []string `yaml:"roles"`
+	Scopes  []string `yaml:"scopes"`
+}
+
+// Upstream is a bridged MCP server: a command spoken to over stdio, or a
+// streamable HTTP URL.
 type Upstream struct {
 	Name    string            `yaml:"name"`
 	Command string            `yaml:"command"`
 	Args    []string          `yaml:"args"`
 	Env     map[string]string `yaml:"env"`
-	Cwd     string            `yaml:"cwd"`
-	URL     string            `yaml:"url"`
-	Headers map[string]string `yaml:"headers"`
+	// EnvFiles sets variables from files (secrets): name → file path.
+	EnvFiles map[string]string `yaml:"env_files"`
+	Cwd      string            `yaml:"cwd"`
+	URL      string            `yaml:"url"`
+	Headers  map[string]string `yaml:"headers"`
+	// Timeout bounds one call to the upstream (default 30s).
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Telemetry configures logs, traces and metrics.
@@ -232,7 +258,7 @@ func Default() Config {
 			FailureMode:     "allow",
 			ResponseHeaders: true,
 		},
-		MCP:       MCP{Listen: ":8080"},
+		MCP:       MCP{Listen: ":8080", RequireIdentity: true, MaxBodyBytes: 1 << 20, StdioIdentity: StdioIdentity{Subject: "stdio"}},
 		Telemetry: Telemetry{ServiceName: "portcullis", LogLevel: "info", LogFormat: "json"},
 	}
 }
@@ -282,6 +308,8 @@ func (c *Config) Path(p string) string {
 // SetDir sets the directory relative paths are resolved against; for
 // configurations built in code rather than loaded from a file.
 func (c *Config) SetDir(dir string) { c.dir = dir }
+
+var upstreamName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
 var decisionPath = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$`)
 
@@ -351,6 +379,27 @@ func (c *Config) Validate() error {
 		v.add("ratelimit.redis", "set url or cluster_addrs")
 	}
 
+	if c.MCP.IdentityJWKSURL != "" {
+		v.url("mcp.identity_jwks_url", c.MCP.IdentityJWKSURL)
+	}
+	if c.MCP.MaxBodyBytes <= 0 {
+		v.add("mcp.max_body_bytes", "must be positive")
+	}
+	for i, o := range c.MCP.AllowedOrigins {
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
+			v.add(fmt.Sprintf("mcp.allowed_origins[%d]", i), fmt.Sprintf("%q is not an origin such as https://app.example.com", clip(o)))
+		}
+	}
+	names := map[string]bool{}
+	for i, u := range c.MCP.Upstreams {
+		if u.Name != "" && !upstreamName.MatchString(u.Name) {
+			v.add(fmt.Sprintf("mcp.upstreams[%d].name", i), fmt.Sprintf("%q must match %s", clip(u.Name), upstreamName))
+		}
+		if names[u.Name] {
+			v.add(fmt.Sprintf("mcp.upstreams[%d].name", i), fmt.Sprintf("duplicate upstream name %q", u.Name))
+		}
+		names[u.Name] = true
+	}
 	for i, u := range c.MCP.Upstreams {
 		path := fmt.Sprintf("mcp.upstreams[%d]", i)
 		if u.Name == "" {
@@ -358,6 +407,12 @@ func (c *Config) Validate() error {
 		}
 		if (u.Command == "") == (u.URL == "") {
 			v.add(path, "set command or url, not both")
+		}
+		if u.URL != "" {
+			v.url(path+".url", u.URL)
+		}
+		for name, f := range u.EnvFiles {
+			v.file(path+".env_files."+name, c.Path(f))
 		}
 	}
 
