@@ -45,6 +45,9 @@ const (
 	KindMTLS          = "mtls"
 	KindBasic         = "basic"
 	KindAnonymous     = "anonymous"
+	// KindLocal is the operator-configured caller of the MCP server on
+	// stdio, where no gateway authenticates anyone.
+	KindLocal = "local"
 )
 
 // Identity is input.identity: the caller as the identity providers found it.

@@ -35,11 +35,7 @@ type runner interface {
 // lockout counters so replicas share them.
 func buildAuthn(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Logger) (*authn, error) {
 	a := cfg.Authn
-	out := &authn{metadata: identity.ResourceMetadata{
-		Resource:             a.Resource,
-		AuthorizationServers: a.AuthorizationServers,
-		ScopesSupported:      a.ScopesSupported,
-	}}
+	out := &authn{metadata: resourceMetadata(cfg)}
 	var providers []identity.Provider
 	for i, pc := range a.Providers {
 		p, err := buildProvider(cfg, pc, logger)
@@ -52,9 +48,6 @@ func buildAuthn(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Logg
 		}
 		if r, ok := p.(interface{ Ready() bool }); ok {
 			out.ready = append(out.ready, r.Ready)
-		}
-		if pc.JWT != nil && len(a.AuthorizationServers) == 0 && !slices.Contains(out.metadata.AuthorizationServers, pc.JWT.Issuer) {
-			out.metadata.AuthorizationServers = append(out.metadata.AuthorizationServers, pc.JWT.Issuer)
 		}
 	}
 	l := a.Lockout
@@ -81,6 +74,22 @@ func buildAuthn(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Logg
 		return nil, err
 	}
 	return out, nil
+}
+
+// resourceMetadata is the Protected Resource Metadata document (RFC 9728)
+// the configuration describes; authorization_servers defaults to the JWT
+// providers' issuers.
+func resourceMetadata(cfg *config.Config) identity.ResourceMetadata {
+	a := cfg.Authn
+	m := identity.ResourceMetadata{Resource: a.Resource, AuthorizationServers: a.AuthorizationServers, ScopesSupported: a.ScopesSupported}
+	if len(a.AuthorizationServers) == 0 {
+		for _, p := range a.Providers {
+			if p.JWT != nil && !slices.Contains(m.AuthorizationServers, p.JWT.Issuer) {
+				m.AuthorizationServers = append(m.AuthorizationServers, p.JWT.Issuer)
+			}
+		}
+	}
+	return m
 }
 
 func buildProvider(cfg *config.Config, pc config.Provider, logger *slog.Logger) (identity.Provider, error) {

@@ -36,7 +36,7 @@ func noEnv(string) string { return "" }
 func runCmd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code := run(testContext(t), args, noEnv, &out, &errOut)
+	code := run(testContext(t), args, noEnv, strings.NewReader(""), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 

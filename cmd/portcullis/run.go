@@ -35,6 +35,8 @@ const usage = `portcullis: authorization and rate limits for MCP servers behind 
 
 Usage:
   portcullis serve --config FILE            ext_authz + ratelimit gRPC, admin HTTP
+  portcullis mcp --config FILE [--transport http|stdio]
+                                            the bundled MCP server
   portcullis policy test [-v] [--run RE] [PATH...]
                                             run Rego tests, like opa test
   portcullis policy eval --input FILE [--config FILE]
@@ -47,8 +49,8 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error
 `
 
 // run runs the command line args and returns the process exit code.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	err := dispatch(ctx, args, getenv, stdout, stderr)
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, getenv, stdin, stdout, stderr)
 	var ee exitError
 	var ue usageError
 	switch {
@@ -67,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
-func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitError{exitUsage}
@@ -76,6 +78,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 	switch cmd {
 	case "serve":
 		return serveCmd(ctx, rest, getenv, stderr)
+	case "mcp":
+		return mcpCmd(ctx, rest, getenv, stdin, stdout, stderr)
 	case "policy":
 		return policyCmd(ctx, rest, getenv, stdout, stderr)
 	case "config":

@@ -1,0 +1,161 @@
+package mcpserver
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/portcullis-mcp/portcullis/policy"
+)
+
+// authzMiddleware decides tools/call, prompts/get and resources/read with
+// the policy, filters tools/list, prompts/list and resources/list to what the
+// caller may call, and audits every tool call.
+func (s *Server) authzMiddleware(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		switch method {
+		case "tools/call":
+			return s.callTool(ctx, next, method, req)
+		case "prompts/get":
+			p, _ := req.GetParams().(*mcp.GetPromptParams)
+			if p != nil {
+				if err := s.check(ctx, req, &policy.MCP{Method: method, Name: p.Name, Prompt: p.Name, Arguments: stringArgs(p.Arguments), Source: policy.SourceBody}); err != nil {
+					return nil, err
+				}
+			}
+		case "resources/read":
+			p, _ := req.GetParams().(*mcp.ReadResourceParams)
+			if p != nil {
+				if err := s.check(ctx, req, &policy.MCP{Method: method, Name: p.URI, Resource: p.URI, Source: policy.SourceBody}); err != nil {
+					return nil, err
+				}
+			}
+		case "tools/list", "prompts/list", "resources/list":
+			res, err := next(ctx, method, req)
+			if err != nil || s.opts.Decider == nil {
+				return res, err
+			}
+			return s.filter(ctx, req, res), nil
+		}
+		return next(ctx, method, req)
+	}
+}
+
+// errDenied is the JSON-RPC error of a policy denial.
+func errDenied(reason string) error {
+	msg := "forbidden"
+	if reason != "" {
+		msg += ": " + reason
+	}
+	return &jsonrpc.Error{Code: CodeDenied, Message: msg}
+}
+
+// check asks the policy about one call; a denial or a policy error is
+// returned as a JSON-RPC error. Without a Decider everything is allowed.
+func (s *Server) check(ctx context.Context, req mcp.Request, call *policy.MCP) error {
+	if s.opts.Decider == nil {
+		return nil
+	}
+	id, transport := s.requestIdentity(ctx, req)
+	ok, reason := s.allowed(ctx, id, call)
+	if !ok {
+		s.logger.LogAttrs(ctx, slog.LevelInfo, "mcp call denied", slog.String("transport", transport),
+			slog.String(keySubject, id.Subject), slog.String("mcp_method", call.Method), slog.String("mcp_name", call.Name), slog.String("reason", reason))
+		return errDenied(reason)
+	}
+	return nil
+}
+
+// allowed evaluates the policy; an error denies.
+func (s *Server) allowed(ctx context.Context, id policy.Identity, call *policy.MCP) (bool, string) {
+	d, err := s.opts.Decider.Eval(ctx, &policy.Input{Identity: id, MCP: call})
+	if err != nil {
+		s.logger.LogAttrs(ctx, slog.LevelError, "policy evaluation failed", errAttr(err))
+		return false, "policy error"
+	}
+	return d.Allowed, d.Reason
+}
+
+// filter keeps the list items the caller may call, asking the same rule as
+// for a call of each item.
+func (s *Server) filter(ctx context.Context, req mcp.Request, res mcp.Result) mcp.Result {
+	id, _ := s.requestIdentity(ctx, req)
+	keep := func(call *policy.MCP) bool {
+		call.Source = policy.SourceBody
+		ok, _ := s.allowed(ctx, id, call)
+		return ok
+	}
+	switch r := res.(type) {
+	case *mcp.ListToolsResult:
+		out := r.Tools[:0:0]
+		for _, t := range r.Tools {
+			if keep(&policy.MCP{Method: "tools/call", Name: t.Name, Tool: t.Name}) {
+				out = append(out, t)
+			}
+		}
+		r.Tools = out
+	case *mcp.ListPromptsResult:
+		out := r.Prompts[:0:0]
+		for _, p := range r.Prompts {
+			if keep(&policy.MCP{Method: "prompts/get", Name: p.Name, Prompt: p.Name}) {
+				out = append(out, p)
+			}
+		}
+		r.Prompts = out
+	case *mcp.ListResourcesResult:
+		out := r.Resources[:0:0]
+		for _, rs := range r.Resources {
+			if keep(&policy.MCP{Method: "resources/read", Name: rs.URI, Resource: rs.URI}) {
+				out = append(out, rs)
+			}
+		}
+		r.Resources = out
+	}
+	return res
+}
+
+// callTool re-checks a tools/call, runs it, and writes its audit record.
+func (s *Server) callTool(ctx context.Context, next mcp.MethodHandler, method string, req mcp.Request) (mcp.Result, error) {
+	start := s.now()
+	p, _ := req.GetParams().(*mcp.CallToolParamsRaw)
+	var name string
+	var raw json.RawMessage
+	if p != nil {
+		name, raw = p.Name, p.Arguments
+	}
+	id, _ := s.requestIdentity(ctx, req)
+	rec := auditRecord{start: start, subject: id.Subject, tool: name, args: raw, trace: traceID(ctx, req)}
+	defer func() { s.writeAudit(ctx, &rec) }()
+
+	var args any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &args); err != nil {
+			rec.outcome = outcomeError
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "arguments are not JSON"}
+		}
+	}
+	if err := s.check(ctx, req, &policy.MCP{Method: method, Name: name, Tool: name, Arguments: args, Source: policy.SourceBody}); err != nil {
+		rec.outcome = outcomeDenied
+		return nil, err
+	}
+	res, err := next(ctx, method, req)
+	rec.outcome = outcomeOK
+	if r, ok := res.(*mcp.CallToolResult); err != nil || (ok && r != nil && r.IsError) {
+		rec.outcome = outcomeError
+	}
+	return res, err
+}
+
+func stringArgs(m map[string]string) any {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
