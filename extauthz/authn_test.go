@@ -123,6 +123,31 @@ func must(r *authv3.CheckResponse, err error) *authv3.CheckResponse {
 	return r
 }
 
+// TestCheckAnonymousIdentityToken: an anonymous caller the policy allows
+// still gets a gateway-signed identity token, for the MCP server's
+// require_identity.
+func TestCheckAnonymousIdentityToken(t *testing.T) {
+	signer, err := identity.NewSigner(identity.SignerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(&fixedDecider{d: policy.Decision{Allowed: true, Cost: 1}}, &Options{
+		Authenticator: identity.NewAuthenticator(&identity.Options{AllowAnonymous: true}),
+		Signer:        signer,
+	})
+	resp := must(s.Check(testContext(t), mcpCheck(toolCall, nil)))
+	var tok string
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		if h.GetHeader().GetKey() == HeaderIdentity {
+			tok = h.GetHeader().GetValue()
+		}
+	}
+	c, err := identity.VerifyIdentityToken(tok, signer.PublicKey(), "", time.Now())
+	if err != nil || c.Kind != policy.KindAnonymous || c.Subject != "" || c.MCPName != "fs.read" {
+		t.Fatalf("anonymous identity token: %+v, %v", c, err)
+	}
+}
+
 func TestCheckAllowedIdentity(t *testing.T) {
 	ctx := testContext(t)
 	signer, err := identity.NewSigner(identity.SignerOptions{Audience: "https://mcp.example.com/mcp"})

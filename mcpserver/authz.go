@@ -54,12 +54,22 @@ func errDenied(reason string) error {
 }
 
 // check asks the policy about one call; a denial or a policy error is
-// returned as a JSON-RPC error. Without a Decider everything is allowed.
+// returned as a JSON-RPC error. A call that arrived with an identity token
+// must be the call the token was signed for. Without a Decider everything
+// else is allowed.
 func (s *Server) check(ctx context.Context, req mcp.Request, call *policy.MCP) error {
+	id, transport := s.requestIdentity(ctx, req)
+	if m, n, signed := signedCall(req); signed && (m != call.Method || n != call.Name) {
+		// The gateway decided another call: the token is no pass for this one
+		// (a replayed token, or a request that reached the server around
+		// Envoy with one).
+		s.logger.LogAttrs(ctx, slog.LevelWarn, "identity token issued for another MCP call", slog.String(keySubject, id.Subject),
+			slog.String("mcp_method", call.Method), slog.String("mcp_name", call.Name), slog.String("signed_method", m), slog.String("signed_name", n))
+		return errDenied("the identity token was issued for another MCP call")
+	}
 	if s.opts.Decider == nil {
 		return nil
 	}
-	id, transport := s.requestIdentity(ctx, req)
 	ok, reason := s.allowed(ctx, id, call)
 	if !ok {
 		s.logger.LogAttrs(ctx, slog.LevelInfo, "mcp call denied", slog.String("transport", transport),
@@ -158,4 +168,19 @@ func stringArgs(m map[string]string) any {
 		out[k] = v
 	}
 	return out
+}
+
+// signedCall returns the MCP method and name the request's identity token
+// was signed for, when the request came with one.
+func signedCall(req mcp.Request) (method, name string, ok bool) {
+	extra := req.GetExtra()
+	if extra == nil || extra.TokenInfo == nil {
+		return "", "", false
+	}
+	m, ok := extra.TokenInfo.Extra[ExtraMCPMethod].(string)
+	if !ok {
+		return "", "", false
+	}
+	n, _ := extra.TokenInfo.Extra[ExtraMCPName].(string)
+	return m, n, true
 }

@@ -98,16 +98,40 @@ func connectInMemory(t testing.TB, s *Server) *mcp.ClientSession {
 	return cs
 }
 
-// gatewayHeaders adds headers to every request, as Envoy does.
+// gatewayHeaders adds headers to every request, as Envoy does. With sign
+// set, it also signs an identity token for each request's own MCP call, as
+// ext_authz does.
 type gatewayHeaders struct {
 	header http.Header
 	base   http.RoundTripper
+	sign   func(method, name string) (string, error)
 }
 
 func (h gatewayHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	for k, v := range h.header {
 		r.Header[k] = v
+	}
+	if h.sign != nil && r.Body != nil {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var msg struct {
+			Method string
+			Params struct{ Name, URI string }
+		}
+		_ = json.Unmarshal(body, &msg)
+		name := msg.Params.Name
+		if msg.Params.URI != "" {
+			name = msg.Params.URI
+		}
+		tok, err := h.sign(msg.Method, name)
+		if err != nil {
+			return nil, err
+		}
+		r.Header.Set(HeaderIdentity, tok)
 	}
 	return h.base.RoundTrip(r)
 }
@@ -119,7 +143,7 @@ func connectHTTP(t testing.TB, url, token string) (*mcp.ClientSession, error) {
 	if token != "" {
 		h.Set(HeaderIdentity, token)
 	}
-	tr := &mcp.StreamableClientTransport{Endpoint: url + PathMCP, HTTPClient: &http.Client{Transport: gatewayHeaders{h, http.DefaultTransport}}, MaxRetries: -1}
+	tr := &mcp.StreamableClientTransport{Endpoint: url + PathMCP, HTTPClient: &http.Client{Transport: gatewayHeaders{header: h, base: http.DefaultTransport}}, MaxRetries: -1}
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test"}, nil).Connect(testContext(t), tr, nil)
 	if err != nil {
 		return nil, err
@@ -224,6 +248,22 @@ func newIdentityFixture(t testing.TB, o Options) *identityFixture {
 	return &identityFixture{signer: signer, srv: srv, s: s}
 }
 
+// connect connects an SDK client through a stand-in for the gateway that
+// signs a fresh identity token for every request's own call.
+func (f *identityFixture) connect(t testing.TB, sub string, roles ...string) (*mcp.ClientSession, error) {
+	t.Helper()
+	id := &policy.Identity{Authenticated: true, Kind: policy.KindJWT, Provider: "corp", Subject: sub, ClientID: "cli", Roles: roles, Scopes: []string{"mcp:tools"}}
+	sign := func(method, name string) (string, error) { return f.signer.Sign(id, method, name, "dec-1") }
+	tr := &mcp.StreamableClientTransport{Endpoint: f.srv.URL + PathMCP, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: gatewayHeaders{base: http.DefaultTransport, sign: sign}}}
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test"}, nil).Connect(testContext(t), tr, nil)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs, nil
+}
+
 func (f *identityFixture) token(t testing.TB, sub string, roles ...string) string {
 	t.Helper()
 	tok, err := f.signer.Sign(&policy.Identity{Authenticated: true, Kind: policy.KindJWT, Provider: "corp", Subject: sub, ClientID: "cli", Roles: roles, Scopes: []string{"mcp:tools"}}, "tools/call", "whoami", "dec-1")
@@ -307,7 +347,7 @@ func TestIdentityRequired(t *testing.T) {
 		})
 	}
 	t.Run("good token", func(t *testing.T) {
-		cs, err := connectHTTP(t, f.srv.URL, f.token(t, "alice", "dev"))
+		cs, err := f.connect(t, "alice", "dev")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,6 +362,21 @@ func TestIdentityRequired(t *testing.T) {
 		want := WhoamiOutput{Authenticated: true, Subject: "alice", Kind: policy.KindJWT, Provider: "corp", ClientID: "cli", Roles: []string{"dev"}, Scopes: []string{"mcp:tools"}, Transport: "http", SignedMethod: "tools/call", SignedName: "whoami"}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("whoami (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("token for another call", func(t *testing.T) {
+		// A token the gateway signed for tools/call whoami, replayed for
+		// tools/call echo: refused, whatever the policy would say.
+		cs, err := connectHTTP(t, f.srv.URL, f.token(t, "alice", "dev"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cs.CallTool(testContext(t), &mcp.CallToolParams{Name: "whoami"}); err != nil {
+			t.Fatalf("the signed call: %v", err)
+		}
+		_, err = cs.CallTool(testContext(t), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}})
+		if err == nil || !strings.Contains(err.Error(), "issued for another MCP call") {
+			t.Fatalf("replayed token: %v", err)
 		}
 	})
 	t.Run("resource metadata", func(t *testing.T) {
@@ -355,7 +410,7 @@ func TestPolicyHTTP(t *testing.T) {
 	args := map[string]any{"echo": map[string]any{"text": "x"}, "hash": map[string]any{"text": "x"}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cs, err := connectHTTP(t, f.srv.URL, f.token(t, "u-"+tc.name, tc.roles...))
+			cs, err := f.connect(t, "u-"+tc.name, tc.roles...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -429,7 +484,7 @@ func TestStdioPolicy(t *testing.T) {
 func TestAudit(t *testing.T) {
 	var buf bytes.Buffer
 	f := newIdentityFixture(t, Options{Decider: newEngine(t), Audit: slog.New(slog.NewJSONHandler(&buf, nil))})
-	cs, err := connectHTTP(t, f.srv.URL, f.token(t, "alice", "dev"))
+	cs, err := f.connect(t, "alice", "dev")
 	if err != nil {
 		t.Fatal(err)
 	}
