@@ -2,6 +2,9 @@ package main
 
 import (
 	"bufio"
+	"fmt"
+	"os"
+	"sync"
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +18,32 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// buildBinary builds cmd/portcullis once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "portcullis-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "portcullis")
+		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
 // TestServeSignal builds the binary, runs portcullis serve, waits until it
 // serves, sends SIGTERM and expects a clean exit (status 0) after a
 // graceful stop.
@@ -24,10 +53,7 @@ func TestServeSignal(t *testing.T) {
 	}
 	ctx := testContext(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "portcullis")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	write(t, dir, "rego/p.rego", "package mcp.authz\n\ndefault decision := false\n")
 	cfg := write(t, dir, "c.yaml", "grpc: { listen: \"127.0.0.1:0\" }\nadmin: { listen: \"127.0.0.1:0\" }\npolicy: { paths: [rego] }\nauthn: { allow_anonymous: true }\n")
 
