@@ -13,6 +13,8 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis-mcp/portcullis/identity"
 	"github.com/portcullis-mcp/portcullis/policy"
@@ -61,6 +63,12 @@ type Options struct {
 	ResourceMetadataURL string
 	// Logger receives one record per decision; nil discards.
 	Logger *slog.Logger
+	// Tracer provides the portcullis.Check span, which joins the trace of
+	// the checked request; nil traces nothing.
+	Tracer trace.TracerProvider
+	// Propagator reads the trace context of the checked request's headers
+	// (B3 is read besides it); nil means W3C trace context.
+	Propagator propagation.TextMapPropagator
 }
 
 // Server implements Envoy's Authorization service (ext_authz v3): it builds
@@ -76,6 +84,9 @@ type Server struct {
 	decider Decider
 	opts    Options
 	logger  *slog.Logger
+
+	tracer     trace.Tracer // nil when tracing is off
+	propagator propagation.TextMapPropagator
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -105,13 +116,30 @@ func New(d Decider, opts *Options) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{decider: d, opts: o, logger: logger}
+	srv := &Server{decider: d, opts: o, logger: logger, propagator: o.Propagator}
+	if o.Tracer != nil {
+		srv.tracer = o.Tracer.Tracer(tracerName)
+	}
+	if srv.propagator == nil {
+		srv.propagator = propagation.TraceContext{}
+	}
+	return srv
 }
 
 // Check implements authv3.AuthorizationServer.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
 	start := time.Now()
 	decisionID := newDecisionID()
+	var (
+		r      *request
+		reason string
+	)
+	if tctx, span := s.startCheckSpan(ctx, req); span != nil {
+		ctx = tctx
+		defer func() {
+			endCheckSpan(span, r, resp, reason, decisionID, req.GetAttributes().GetRequest().GetHttp().GetMethod())
+		}()
+	}
 	defer func() {
 		if p := recover(); p != nil { // a bug must deny, not crash every MCP server behind us
 			s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "panic in Check",
@@ -122,14 +150,19 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	}()
 	r, rerr := s.buildInput(req)
 	if rerr != nil {
+		reason = rerr.reason
 		s.logRefusal(ctx, decisionID, rerr, start)
 		return s.refusal(rerr, decisionID), nil
 	}
 	if rerr := s.authenticate(ctx, req, r); rerr != nil {
+		reason = rerr.reason
 		s.logRefusal(ctx, decisionID, rerr, start)
 		return s.refusal(rerr, decisionID), nil
 	}
-	resp, _ = s.decide(ctx, r, decisionID, start)
+	resp, d := s.decide(ctx, r, decisionID, start)
+	if d != nil {
+		reason = d.Reason
+	}
 	return resp, nil
 }
 

@@ -7,6 +7,10 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/portcullis-mcp/portcullis/policy"
 )
 
@@ -64,7 +68,11 @@ func NewAuthenticator(opts *Options) *Authenticator {
 //     401 invalid_token / invalid_request), or cannot be checked now
 //     (Unavailable: 503);
 //   - *LockedError: the source address or credential is locked out (429).
-func (a *Authenticator) Authenticate(ctx context.Context, r *Request) (*Result, error) {
+func (a *Authenticator) Authenticate(ctx context.Context, r *Request) (res *Result, err error) {
+	if span := startSpan(ctx); span != nil {
+		ctx = trace.ContextWithSpan(ctx, span)
+		defer func() { endSpan(span, res, err) }()
+	}
 	addrKey := ""
 	if l := a.opts.Lockout; l != nil && r.SourceAddress != "" {
 		addrKey = "addr:" + r.SourceAddress
@@ -72,7 +80,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, r *Request) (*Result, 
 			return nil, &LockedError{RetryAfter: wait}
 		}
 	}
-	res, err := a.authenticate(ctx, r)
+	res, err = a.authenticate(ctx, r)
 	var ie *Error
 	if !errors.As(err, &ie) || ie.Kind == Unavailable {
 		return res, err
@@ -121,4 +129,54 @@ func (a *Authenticator) authenticate(ctx context.Context, r *Request) (*Result, 
 		return &Result{Identity: policy.Anonymous()}, nil
 	}
 	return nil, ErrNoCredential
+}
+
+const tracerName = "github.com/portcullis-mcp/portcullis/identity"
+
+// startSpan starts the portcullis.identity span under the span of ctx, with
+// that span's provider, or returns nil when the parent is not recording.
+func startSpan(ctx context.Context) trace.Span {
+	parent := trace.SpanFromContext(ctx)
+	if !parent.IsRecording() {
+		return nil
+	}
+	_, span := parent.TracerProvider().Tracer(tracerName).Start(ctx, "portcullis.identity", trace.WithSpanKind(trace.SpanKindInternal))
+	return span
+}
+
+// endSpan records which provider authenticated the caller (or why nobody
+// did) and ends span. Credentials, subjects and error texts are never
+// recorded.
+func endSpan(span trace.Span, res *Result, err error) {
+	var ie *Error
+	var le *LockedError
+	result := "ok"
+	switch {
+	case err == nil:
+		if res != nil {
+			span.SetAttributes(attribute.String("portcullis.identity.provider", res.Identity.Provider),
+				attribute.String("portcullis.identity.kind", res.Identity.Kind),
+				attribute.Bool("portcullis.identity.authenticated", res.Identity.Authenticated))
+		}
+	case errors.Is(err, ErrNoCredential):
+		result = "no_credential"
+	case errors.As(err, &le):
+		result = "locked_out"
+	case errors.As(err, &ie):
+		span.SetAttributes(attribute.String("portcullis.identity.provider", ie.Provider))
+		switch ie.Kind {
+		case Unavailable:
+			result = "unavailable"
+			span.SetStatus(codes.Error, "authentication unavailable")
+		case Malformed:
+			result = "malformed"
+		default:
+			result = "invalid"
+		}
+	default:
+		result = "error"
+		span.SetStatus(codes.Error, "authentication failed")
+	}
+	span.SetAttributes(attribute.String("portcullis.identity.result", result))
+	span.End()
 }

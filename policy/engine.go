@@ -12,8 +12,10 @@ import (
 
 	oparego "github.com/open-policy-agent/opa/v1/rego"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrNotReady is returned by [Engine.Eval] before a policy has been loaded.
@@ -43,6 +45,9 @@ type Options struct {
 	Logger *slog.Logger
 	// MeterProvider provides the reload metrics; nil means no metrics.
 	MeterProvider metric.MeterProvider
+	// TracerProvider provides the portcullis.policy.eval span; nil uses the
+	// provider of the span in Eval's context, when that span is recording.
+	TracerProvider trace.TracerProvider
 }
 
 // Status describes the policy an [Engine] is serving.
@@ -231,13 +236,15 @@ func (e *Engine) install(c *compiled, err error) error {
 // Eval evaluates the decision for in. An evaluation error, or a result that
 // is not a boolean or a well-formed decision object, is returned as an error:
 // callers deny. An undefined decision denies without error.
-func (e *Engine) Eval(ctx context.Context, in *Input) (Decision, error) {
+func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
+	if span := e.startSpan(ctx); span != nil {
+		defer func() { endEvalSpan(span, e.opts.Decision, d, err) }()
+	}
 	c := e.current.Load()
 	if c == nil {
 		return Decision{}, ErrNotReady
 	}
 	rs, err := c.query.Eval(ctx, oparego.EvalParsedInput(in.value()))
-	var d Decision
 	if err == nil {
 		d, err = decisionFromResult(rs)
 	}
@@ -270,4 +277,45 @@ func (e *Engine) dryRun(in *Input, d Decision, err error) Decision {
 		}
 	}
 	return d
+}
+
+const tracerName = "github.com/portcullis-mcp/portcullis/policy"
+
+// startSpan starts the portcullis.policy.eval span, or returns nil when
+// nothing would record it. The span is not put in a context: the
+// evaluation starts no spans of its own.
+func (e *Engine) startSpan(ctx context.Context) trace.Span {
+	tp := e.opts.TracerProvider
+	if tp == nil {
+		parent := trace.SpanFromContext(ctx)
+		if !parent.IsRecording() {
+			return nil
+		}
+		tp = parent.TracerProvider()
+	}
+	_, span := tp.Tracer(tracerName).Start(ctx, "portcullis.policy.eval", trace.WithSpanKind(trace.SpanKindInternal))
+	if !span.IsRecording() {
+		span.End()
+		return nil
+	}
+	return span
+}
+
+// endEvalSpan records the decision path and the result (allow, deny or
+// error) and ends span. Error texts are not recorded: they may quote input.
+func endEvalSpan(span trace.Span, path string, d Decision, err error) {
+	result := "deny"
+	switch {
+	case err != nil:
+		result = "error"
+		span.SetStatus(codes.Error, "policy evaluation failed")
+	case d.Allowed:
+		result = "allow"
+	}
+	span.SetAttributes(
+		attribute.String("portcullis.policy.decision_path", path),
+		attribute.String("portcullis.policy.result", result),
+		attribute.Bool("portcullis.policy.dry_run", d.DryRun),
+	)
+	span.End()
 }

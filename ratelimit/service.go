@@ -12,8 +12,10 @@ import (
 	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -42,6 +44,10 @@ type ServiceOptions struct {
 	Logger *slog.Logger
 	// MeterProvider provides the rate-limit metrics; nil means none.
 	MeterProvider metric.MeterProvider
+	// TracerProvider provides the portcullis.ratelimit span; nil uses the
+	// provider of the span in ShouldRateLimit's context (otelgrpc's), when
+	// that span is recording.
+	TracerProvider trace.TracerProvider
 }
 
 // Service implements Envoy's RateLimitService over a Config and a Store. The
@@ -95,9 +101,13 @@ func NewService(store Store, opts *ServiceOptions) *Service {
 func (s *Service) SetConfig(c *Config) { s.config.Store(c) }
 
 // ShouldRateLimit implements rlsv3.RateLimitServiceServer.
-func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (resp *rlsv3.RateLimitResponse, err error) {
 	domain := req.GetDomain()
 	descs := req.GetDescriptors()
+	if span := s.startSpan(ctx); span != nil {
+		ctx = trace.ContextWithSpan(ctx, span)
+		defer func() { s.endSpan(span, domain, len(descs), resp, err) }()
+	}
 	switch {
 	case domain == "":
 		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
@@ -110,7 +120,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	for i := range statuses {
 		statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
 	}
-	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: statuses}
+	resp = &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: statuses}
 	cfg := s.config.Load()
 	if cfg == nil {
 		s.count(ctx, domain, resp.OverallCode)
@@ -242,6 +252,52 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	}
 	s.count(ctx, domain, resp.OverallCode)
 	return resp, nil
+}
+
+const tracerName = "github.com/portcullis-mcp/portcullis/ratelimit"
+
+// startSpan starts the portcullis.ratelimit span, or returns nil when
+// nothing would record it.
+func (s *Service) startSpan(ctx context.Context) trace.Span {
+	tp := s.opts.TracerProvider
+	if tp == nil {
+		parent := trace.SpanFromContext(ctx)
+		if !parent.IsRecording() {
+			return nil
+		}
+		tp = parent.TracerProvider()
+	}
+	_, span := tp.Tracer(tracerName).Start(ctx, "portcullis.ratelimit", trace.WithSpanKind(trace.SpanKindInternal))
+	if !span.IsRecording() {
+		span.End()
+		return nil
+	}
+	return span
+}
+
+// endSpan records the domain, the number of descriptors, the store backend
+// and the overall code, and ends span. Descriptor values are never recorded.
+func (s *Service) endSpan(span trace.Span, domain string, descriptors int, resp *rlsv3.RateLimitResponse, err error) {
+	backend := "custom"
+	switch s.store.(type) {
+	case *MemoryStore:
+		backend = "memory"
+	case *RedisStore:
+		backend = "redis"
+	}
+	code := "error"
+	if err == nil {
+		code = resp.GetOverallCode().String()
+	} else {
+		span.SetStatus(otelcodes.Error, status.Code(err).String())
+	}
+	span.SetAttributes(
+		attribute.String("portcullis.ratelimit.domain", domain),
+		attribute.Int("portcullis.ratelimit.descriptors", descriptors),
+		attribute.String("portcullis.ratelimit.backend", backend),
+		attribute.String("portcullis.ratelimit.overall_code", code),
+	)
+	span.End()
 }
 
 func (s *Service) count(ctx context.Context, domain string, code rlsv3.RateLimitResponse_Code) {

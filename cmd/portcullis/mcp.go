@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/portcullis-mcp/portcullis/identity"
@@ -38,7 +39,15 @@ func mcpCmd(ctx context.Context, args []string, getenv func(string) string, stdi
 	if err != nil {
 		return err
 	}
-	// Logs go to stderr: on stdio, stdout carries the protocol.
+	// On stdio, stdout carries the protocol: nothing else may write there.
+	if *transport == "stdio" {
+		for _, v := range []string{"OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER"} {
+			if strings.Contains(getenv(v), "console") {
+				return usagef("%s=console writes to stdout, which carries the MCP protocol on stdio; use otlp", v)
+			}
+		}
+	}
+	// Logs go to stderr.
 	logger, err := telemetry.NewLogger(stderr, cfg.Telemetry.LogLevel, cfg.Telemetry.LogFormat)
 	if err != nil {
 		return usageError{err}
@@ -49,7 +58,14 @@ func mcpCmd(ctx context.Context, args []string, getenv func(string) string, stdi
 // runMCP serves the MCP server on transport until ctx ends; for http, ready
 // (when not nil) receives the bound address.
 func runMCP(ctx context.Context, cfg *config.Config, transport string, logger *slog.Logger, stdin io.Reader, stdout io.Writer, ready chan<- net.Addr) error {
-	engine, err := policy.New(ctx, policyOptions(cfg, logger.With(slog.String("component", "policy")), nil))
+	tel, err := telemetry.Setup(ctx, cfg.Telemetry.ServiceName)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
+	po := policyOptions(cfg, logger.With(slog.String("component", "policy")), nil)
+	po.TracerProvider = tel.Tracer
+	engine, err := policy.New(ctx, po)
 	if err != nil {
 		return usageError{fmt.Errorf("policy: %w", err)}
 	}
@@ -125,7 +141,9 @@ func runMCP(ctx context.Context, cfg *config.Config, transport string, logger *s
 		ready <- lis.Addr()
 	}
 	// No WriteTimeout: it would cut SSE streams.
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	handler := otelhttp.NewHandler(srv.Handler(), "mcp", otelhttp.WithTracerProvider(tel.Tracer),
+		otelhttp.WithMeterProvider(tel.Meter), otelhttp.WithPropagators(tel.Propagator))
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	g.Go(func() error {
 		if err := hs.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
 			return err

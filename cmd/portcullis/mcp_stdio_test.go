@@ -58,3 +58,20 @@ decision := {"allowed": true} if {
 		t.Errorf("time for dev: %v, want a denial", err)
 	}
 }
+
+func TestMCPStdioRefusesConsoleExporter(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "p.rego", "package mcp.authz\n\ndefault decision := false\n")
+	cfg := write(t, dir, "c.yaml", "authn: { allow_anonymous: true }\npolicy: { paths: [p.rego] }\n")
+	var out, errOut strings.Builder
+	env := func(k string) string {
+		if k == "OTEL_TRACES_EXPORTER" {
+			return "console"
+		}
+		return ""
+	}
+	code := run(testContext(t), []string{"mcp", "--transport", "stdio", "--config", cfg}, env, strings.NewReader(""), &out, &errOut)
+	if code != exitUsage || out.Len() != 0 || !strings.Contains(errOut.String(), "OTEL_TRACES_EXPORTER=console") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
+}

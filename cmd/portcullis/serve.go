@@ -16,6 +16,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -53,13 +55,16 @@ type listeners struct{ grpc, admin net.Addr }
 // serve runs the gRPC and admin servers until ctx ends, then stops them
 // gracefully. When ready is not nil, it receives the bound addresses.
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready chan<- listeners) error {
-	mp, metricsHandler, err := telemetry.NewMetrics()
+	tel, err := telemetry.Setup(ctx, cfg.Telemetry.ServiceName)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = mp.Shutdown(context.WithoutCancel(ctx)) }()
+	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
+	mp, metricsHandler := tel.Meter, tel.MetricsHandler
 
-	engine, err := policy.New(ctx, policyOptions(cfg, logger.With(slog.String("component", "policy")), mp))
+	po := policyOptions(cfg, logger.With(slog.String("component", "policy")), mp)
+	po.TracerProvider = tel.Tracer
+	engine, err := policy.New(ctx, po)
 	if err != nil {
 		return usageError{fmt.Errorf("policy: %w", err)}
 	}
@@ -84,6 +89,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		MaxHeaderBytes:      cfg.ExtAuthz.MaxHeaderBytes,
 		ResourceMetadataURL: cfg.Authn.ResourceMetadataURL,
 		Logger:              logger.With(slog.String("component", "extauthz")),
+		Tracer:              tel.Tracer,
+		Propagator:          tel.Propagator,
 	})
 
 	rl, err := buildRateLimit(cfg, rdb, logger.With(slog.String("component", "ratelimit")), mp)
@@ -99,6 +106,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
+	opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tel.Tracer),
+		otelgrpc.WithMeterProvider(tel.Meter), otelgrpc.WithPropagators(tel.Propagator))))
 	gs := grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(gs, authz)
 	rlsv3.RegisterRateLimitServiceServer(gs, rl.service)
@@ -110,7 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	reflection.Register(gs)
 
 	adminSrv := &http.Server{
-		Handler: admin.Handler(admin.Options{
+		Handler: otelhttp.NewHandler(admin.Handler(admin.Options{
 			Checks: map[string]admin.Check{
 				"policy": func() (bool, any) { st := engine.Status(); return st.Ready, st },
 				"authn": func() (bool, any) {
@@ -128,7 +137,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 				"GET /.well-known/oauth-protected-resource/{p...}": admin.JSON(an.metadata.JSON()),
 				"GET /identity/jwks.json":                          admin.JSON(an.signer.JWKS()),
 			},
-		}),
+		}), "admin", otelhttp.WithTracerProvider(tel.Tracer), otelhttp.WithMeterProvider(tel.Meter),
+			otelhttp.WithPropagators(tel.Propagator), otelhttp.WithFilter(traceAdminRequest)),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 
@@ -191,6 +201,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		logger.Info("stopped")
 	}
 	return err
+}
+
+// traceAdminRequest leaves scrapes and liveness probes out of traces.
+func traceAdminRequest(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/metrics", "/healthz", "/readyz":
+		return false
+	}
+	return true
 }
 
 // serverTLS builds the gRPC server's TLS configuration; with a client CA,

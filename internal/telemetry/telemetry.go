@@ -1,5 +1,5 @@
-// Package telemetry builds the logger and the OpenTelemetry meter provider
-// that main passes to every component. Nothing here is global: each call
+// Package telemetry builds the logger and the OpenTelemetry tracer and meter
+// providers that main passes to every component. Nothing here is global: each call
 // builds its own registry and providers.
 package telemetry
 
@@ -16,7 +16,8 @@ import (
 )
 
 // NewLogger returns a logger writing to w at level ("debug", "info",
-// "warn", "error") in format ("json" or "text").
+// "warn", "error") in format ("json" or "text"). Records logged with a
+// context holding a span carry its trace_id and span_id.
 func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -25,9 +26,9 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: l}
 	switch format {
 	case "json", "":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(WithTraceIDs(slog.NewJSONHandler(w, opts))), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(WithTraceIDs(slog.NewTextHandler(w, opts))), nil
 	default:
 		return nil, fmt.Errorf("log format %q: want json or text", format)
 	}

@@ -1,0 +1,51 @@
+package policy_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/portcullis-mcp/portcullis/policy"
+)
+
+func TestEvalSpan(t *testing.T) {
+	dir := t.TempDir()
+	rego := "package mcp.authz\n\ndecision := {\"allowed\": input.mcp.tool == \"ok\", \"reason\": \"r\"}\n"
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(rego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := tracetest.NewSpanRecorder()
+	e, err := policy.New(context.Background(), &policy.Options{Paths: []string{dir},
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range []string{"ok", "secret-arg"} {
+		if _, err := e.Eval(context.Background(), &policy.Input{MCP: &policy.MCP{Method: "tools/call", Name: tool, Tool: tool}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	for i, want := range []string{"allow", "deny"} {
+		s := spans[i]
+		m := map[string]string{}
+		for _, kv := range s.Attributes() {
+			m[string(kv.Key)] = kv.Value.String()
+		}
+		if s.Name() != "portcullis.policy.eval" || m["portcullis.policy.result"] != want || m["portcullis.policy.decision_path"] != "mcp/authz/decision" {
+			t.Errorf("span %s %v, want result %s", s.Name(), m, want)
+		}
+		for _, v := range m {
+			if v == "secret-arg" {
+				t.Error("input value in a span attribute")
+			}
+		}
+	}
+}
