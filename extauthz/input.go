@@ -192,6 +192,12 @@ func parsePath(p string) ([]string, error) {
 		}
 		out = append(out, dec)
 	}
+	// Dot removal can bring an empty segment to the front ("/.//admin"):
+	// drop it, as leading slashes are, so that the path is the one
+	// "//admin" and "/admin" give.
+	for len(out) > 1 && out[0] == "" {
+		out = out[1:]
+	}
 	if len(out) == 0 {
 		out = append(out, "")
 	}

@@ -396,7 +396,7 @@ func (c *Config) Validate() error {
 			v.add(fmt.Sprintf("mcp.upstreams[%d].name", i), fmt.Sprintf("%q must match %s", clip(u.Name), upstreamName))
 		}
 		if names[u.Name] {
-			v.add(fmt.Sprintf("mcp.upstreams[%d].name", i), fmt.Sprintf("duplicate upstream name %q", u.Name))
+			v.add(fmt.Sprintf("mcp.upstreams[%d].name", i), fmt.Sprintf("duplicate upstream name %q", clip(u.Name)))
 		}
 		names[u.Name] = true
 	}
@@ -442,7 +442,7 @@ func (c *Config) validateAuthn(v *validator) {
 		if p.Name == "" {
 			v.add(path+".name", "required")
 		} else if names[p.Name] {
-			v.add(path+".name", fmt.Sprintf("duplicate provider name %q", p.Name))
+			v.add(path+".name", fmt.Sprintf("duplicate provider name %q", clip(p.Name)))
 		}
 		names[p.Name] = true
 		kinds := 0
@@ -572,6 +572,14 @@ func (v *validator) url(path, s string) {
 	}
 }
 
+// clipPath shortens a file name quoted in an error message.
+func clipPath(s string) string {
+	if len(s) > 512 {
+		return s[:512] + "..."
+	}
+	return s
+}
+
 // file checks that a named file exists and is a regular file.
 func (v *validator) file(path, name string) {
 	if name == "" {
@@ -580,15 +588,15 @@ func (v *validator) file(path, name string) {
 	fi, err := os.Stat(name)
 	switch {
 	case err != nil:
-		v.add(path, fmt.Sprintf("%s: %v", name, errors.Unwrap(err)))
+		v.add(path, fmt.Sprintf("%s: %v", clipPath(name), errors.Unwrap(err)))
 	case fi.IsDir():
-		v.add(path, name+" is a directory, want a file")
+		v.add(path, clipPath(name)+" is a directory, want a file")
 	}
 }
 
 // exists checks that a named file or directory exists.
 func (v *validator) exists(path, name string) {
 	if _, err := os.Stat(name); err != nil {
-		v.add(path, fmt.Sprintf("%s: %v", name, errors.Unwrap(err)))
+		v.add(path, fmt.Sprintf("%s: %v", clipPath(name), errors.Unwrap(err)))
 	}
 }

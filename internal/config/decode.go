@@ -280,6 +280,9 @@ func structFields(t reflect.Type) map[string]int {
 // suggest returns the known key closest to key, if it is close enough to be
 // a likely misspelling.
 func suggest(key string, fields map[string]int) string {
+	if len(key) > 64 { // no field name is that long; skip the quadratic comparison
+		return ""
+	}
 	best, bestDist := "", 3
 	for name := range fields {
 		if d := editDistance(key, name); d < bestDist || d == bestDist && best != "" && name < best {
@@ -310,6 +313,7 @@ func editDistance(a, b string) int {
 }
 
 func joinPath(path, key string) string {
+	key = clip(key) // a key can be anything the file holds: never echo it whole
 	if path == "" {
 		return key
 	}
