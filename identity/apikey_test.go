@@ -196,7 +196,7 @@ func TestAPIKeyNewErrors(t *testing.T) {
 		{name: "duplicate digest", file: apiKeyFile(apiKeyCI, "a", apiKeyAdmin, "b") + "  - sha256: \"" + strings.ToUpper(good) + "\"\n    subject: c\n",
 			want: []string{`keys[2].sha256: the same digest as the entry for subject "a"`}},
 		{name: "every problem", file: "keys:\n  - sha256: x\n  - subject: b\n", want: []string{"keys[0].sha256", "keys[0].subject", "keys[1].sha256"}},
-		{name: "not a list", file: "keys: {sha256: x}\n", want: []string{"cannot unmarshal"}},
+		{name: "not a list", file: "keys: {sha256: x}\n", want: []string{"keys (line 1): want a list, got a mapping"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.opts

@@ -1,24 +1,21 @@
 package identity
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
 
+	"github.com/portcullis-mcp/portcullis/internal/config"
 	"github.com/portcullis-mcp/portcullis/internal/filewatch"
-	"go.yaml.in/yaml/v3"
 )
 
 // This file holds what the API key and basic auth providers share: a
@@ -119,84 +116,11 @@ func (f *credFile) watch(ctx context.Context) error {
 	}, f.reload)
 }
 
-// decodeCredFile decodes YAML data into v, a pointer to a struct whose
-// fields are strings, string lists, or lists of such structs, rejecting
-// keys that match no field. Every problem is reported with its path
-// ("keys[2].rolez").
+// decodeCredFile decodes a keys or users file into v as strictly as the
+// configuration itself (config.DecodeYAML): every unknown or duplicate key,
+// alias or wrong type is reported with its path and line.
 func decodeCredFile(data []byte, v any) error {
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil // an empty file: no entries
-		}
-		return err
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return errors.New("more than one YAML document")
-	}
-	var errs []error
-	credCheckYAMLKeys("", &doc, reflect.TypeOf(v).Elem(), &errs)
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	return doc.Decode(v)
-}
-
-// credCheckYAMLKeys reports the mapping keys under n that have no field in t.
-func credCheckYAMLKeys(path string, n *yaml.Node, t reflect.Type, errs *[]error) {
-	if n.Kind == yaml.DocumentNode {
-		for _, c := range n.Content {
-			credCheckYAMLKeys(path, c, t, errs)
-		}
-		return
-	}
-	if n.Kind == yaml.AliasNode {
-		*errs = append(*errs, fmt.Errorf("%s (line %d): YAML aliases are not supported", credDisplayPath(path), n.Line))
-		return
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			return // a type error, which Decode reports
-		}
-		fields := map[string]reflect.Type{}
-		for i := range t.NumField() {
-			sf := t.Field(i)
-			name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-			if name != "" && name != "-" {
-				fields[name] = sf.Type
-			}
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			p := k.Value
-			if path != "" {
-				p = path + "." + k.Value
-			}
-			ft, ok := fields[k.Value]
-			if !ok {
-				*errs = append(*errs, fmt.Errorf("%s (line %d): unknown key", p, k.Line))
-				continue
-			}
-			credCheckYAMLKeys(p, n.Content[i+1], ft, errs)
-		}
-	case reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			return
-		}
-		for i, c := range n.Content {
-			credCheckYAMLKeys(fmt.Sprintf("%s[%d]", path, i), c, t.Elem(), errs)
-		}
-	}
-}
-
-func credDisplayPath(p string) string {
-	if p == "" {
-		return "(top level)"
-	}
-	return p
+	return config.DecodeYAML(data, v)
 }
 
 // credCache is a ristretto cache of authentication outcomes keyed by

@@ -136,7 +136,7 @@ func TestAPIKeyDecodeCredFile(t *testing.T) {
 			wantErr: []string{"entries[1].nme (line 3): unknown key", "entries[1].rolez (line 4): unknown key"}},
 		{name: "wrong type", yaml: "entries:\n  - name: [a]\n", wantErr: []string{"line 2"}},
 		{name: "alias", yaml: "entries:\n  - &a {name: a}\n  - *a\n", wantErr: []string{"entries[1] (line 3): YAML aliases are not supported"}},
-		{name: "duplicate key", yaml: "entries:\n  - name: a\n    name: b\n", wantErr: []string{"already defined"}},
+		{name: "duplicate key", yaml: "entries:\n  - name: a\n    name: b\n", wantErr: []string{"entries[0].name (line 3): duplicate key"}},
 		{name: "two documents", yaml: "entries: []\n---\nentries: []\n", wantErr: []string{"more than one YAML document"}},
 		{name: "not YAML", yaml: "entries: [\n", wantErr: []string{"yaml"}},
 	} {

@@ -100,31 +100,31 @@ func (s *Server) filter(ctx context.Context, req mcp.Request, res mcp.Result) mc
 	}
 	switch r := res.(type) {
 	case *mcp.ListToolsResult:
-		out := r.Tools[:0:0]
-		for _, t := range r.Tools {
-			if keep(&policy.MCP{Method: "tools/call", Name: t.Name, Tool: t.Name}) {
-				out = append(out, t)
-			}
-		}
-		r.Tools = out
+		r.Tools = permitted(r.Tools, keep, func(t *mcp.Tool) *policy.MCP {
+			return &policy.MCP{Method: "tools/call", Name: t.Name, Tool: t.Name}
+		})
 	case *mcp.ListPromptsResult:
-		out := r.Prompts[:0:0]
-		for _, p := range r.Prompts {
-			if keep(&policy.MCP{Method: "prompts/get", Name: p.Name, Prompt: p.Name}) {
-				out = append(out, p)
-			}
-		}
-		r.Prompts = out
+		r.Prompts = permitted(r.Prompts, keep, func(p *mcp.Prompt) *policy.MCP {
+			return &policy.MCP{Method: "prompts/get", Name: p.Name, Prompt: p.Name}
+		})
 	case *mcp.ListResourcesResult:
-		out := r.Resources[:0:0]
-		for _, rs := range r.Resources {
-			if keep(&policy.MCP{Method: "resources/read", Name: rs.URI, Resource: rs.URI}) {
-				out = append(out, rs)
-			}
-		}
-		r.Resources = out
+		r.Resources = permitted(r.Resources, keep, func(rs *mcp.Resource) *policy.MCP {
+			return &policy.MCP{Method: "resources/read", Name: rs.URI, Resource: rs.URI}
+		})
 	}
 	return res
+}
+
+// permitted returns, in a new slice, the items whose call (as call builds
+// it) keep allows.
+func permitted[T any](items []T, keep func(*policy.MCP) bool, call func(T) *policy.MCP) []T {
+	out := make([]T, 0, len(items))
+	for _, it := range items {
+		if keep(call(it)) {
+			out = append(out, it)
+		}
+	}
+	return out
 }
 
 // callTool re-checks a tools/call, runs it, and writes its audit record.

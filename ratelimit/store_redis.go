@@ -388,25 +388,18 @@ func (s *RedisStore) Take(ctx context.Context, hits []Hit) ([]Outcome, error) {
 
 // groupBySlot sets each hit's group by the cluster slot of its keys and
 // returns how many groups there are.
-func groupBySlot(rhs []redisHit) int {
-	var seen []uint16
-	for j := range rhs {
-		k := keySlot(rhs[j].keys[0])
-		g := slices.Index(seen, k)
-		if g < 0 {
-			g, seen = len(seen), append(seen, k)
-		}
-		rhs[j].group = g
-	}
-	return len(seen)
-}
+func groupBySlot(rhs []redisHit) int { return groupBy(rhs, keySlot) }
 
 // groupByTag sets each hit's group by the hash tag of its keys and returns
 // how many groups there are.
-func groupByTag(rhs []redisHit) int {
-	var seen []string
+func groupByTag(rhs []redisHit) int { return groupBy(rhs, effectiveTag) }
+
+// groupBy numbers the hits' groups by of(first key), in order of first
+// appearance, and returns how many groups there are.
+func groupBy[K comparable](rhs []redisHit, of func(string) K) int {
+	var seen []K
 	for j := range rhs {
-		k := effectiveTag(rhs[j].keys[0])
+		k := of(rhs[j].keys[0])
 		g := slices.Index(seen, k)
 		if g < 0 {
 			g, seen = len(seen), append(seen, k)

@@ -144,12 +144,7 @@ func runMCP(ctx context.Context, cfg *config.Config, transport string, logger *s
 	handler := otelhttp.NewHandler(srv.Handler(), "mcp", otelhttp.WithTracerProvider(tel.Tracer),
 		otelhttp.WithMeterProvider(tel.Meter), otelhttp.WithPropagators(tel.Propagator))
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	g.Go(func() error {
-		if err := hs.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return serveHTTP(hs, lis) })
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeoutCause(context.WithoutCancel(gctx), cfg.GRPC.ShutdownGrace.Std(), errors.New("shutdown grace ran out"))

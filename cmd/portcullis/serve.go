@@ -172,12 +172,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		return nil
 	})
 	g.Go(func() error { return gs.Serve(grpcLis) })
-	g.Go(func() error {
-		if err := adminSrv.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return serveHTTP(adminSrv, adminLis) })
 	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down", slog.Any("cause", context.Cause(gctx)))
@@ -233,4 +228,13 @@ func serverTLS(cfg *config.Config) (*tls.Config, error) {
 		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return tc, nil
+}
+
+// serveHTTP serves hs on lis until Shutdown; http.ErrServerClosed is a
+// clean stop.
+func serveHTTP(hs *http.Server, lis net.Listener) error {
+	if err := hs.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }

@@ -9,8 +9,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -285,16 +287,53 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 func Parse(data []byte, dir string, getenv func(string) string) (*Config, error) {
 	cfg := Default()
 	cfg.dir = dir
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("parse YAML: %w", err)
+	root, err := parseDocument(data)
+	if err != nil {
+		return nil, err
 	}
-	if root.Kind == 0 || len(root.Content) == 0 || root.Content[0].Tag == "!!null" {
+	if root == nil {
 		return &cfg, nil // an empty file (or only comments) means all defaults
 	}
 	d := decoder{getenv: getenv}
-	d.decode("", &root, reflect.ValueOf(&cfg).Elem())
+	d.decode("", root, reflect.ValueOf(&cfg).Elem())
 	return &cfg, errors.Join(d.errs...)
+}
+
+// DecodeYAML decodes one YAML document into v, a pointer to a struct, as
+// strictly as the configuration file: an unknown or duplicate key, an
+// alias or a value of the wrong type is a *FieldError naming its path and
+// line, and every problem is reported. ${VAR} references are not expanded.
+// An empty document leaves v as it is. The files a configuration names
+// (API keys, users) are read with it.
+func DecodeYAML(data []byte, v any) error {
+	root, err := parseDocument(data)
+	if err != nil || root == nil {
+		return err
+	}
+	d := decoder{}
+	d.decode("", root, reflect.ValueOf(v).Elem())
+	return errors.Join(d.errs...)
+}
+
+// parseDocument parses data as exactly one YAML document; nil means an
+// empty one (nothing, or only comments).
+func parseDocument(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("parse YAML: %w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("parse YAML: more than one YAML document")
+	}
+	if root.Kind == 0 || len(root.Content) == 0 || root.Content[0].Tag == "!!null" {
+		return nil, nil
+	}
+	return &root, nil
 }
 
 // Path resolves p against the config file's directory.

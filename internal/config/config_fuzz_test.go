@@ -1,7 +1,9 @@
 package config
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -103,6 +105,10 @@ func FuzzParse(f *testing.F) {
 		cfg, err := Parse(data, dir, getenv)
 		var root yaml.Node
 		yamlErr := yaml.Unmarshal(data, &root)
+		if yamlErr == nil && !singleDocument(data) {
+			// Parse takes one document; yaml.Unmarshal reads the first of several.
+			yamlErr = errors.New("more than one YAML document")
+		}
 		switch {
 		case err == nil:
 			if cfg == nil {
@@ -152,4 +158,14 @@ func fuzzCheckProblems(t *testing.T, what string, err error, fieldErrors bool) {
 			t.Errorf("%s: problem of %d bytes echoes its input: %.200q...", what, len(msg), msg)
 		}
 	}
+}
+
+// singleDocument reports whether data holds at most one YAML document.
+func singleDocument(data []byte) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var n yaml.Node
+	if err := dec.Decode(&n); err != nil {
+		return true
+	}
+	return errors.Is(dec.Decode(&n), io.EOF)
 }

@@ -189,11 +189,15 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 	}
 }
 
-// scalar returns the node's value with ${VAR} references expanded.
+// scalar returns the node's value with ${VAR} references expanded (when
+// the decoder has a getenv).
 func (d *decoder) scalar(path string, n *yaml.Node) (string, bool) {
 	if n.Kind != yaml.ScalarNode {
 		d.fail(path, n, "want a single value, got %s", kindName(n))
 		return "", false
+	}
+	if d.getenv == nil {
+		return n.Value, true
 	}
 	s, err := expand(n.Value, d.getenv)
 	if err != nil {
