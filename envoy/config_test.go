@@ -234,7 +234,7 @@ func TestBootstrapBroken(t *testing.T) {
 		{"unknown field", "merge_slashes: true", "merge_slashe: true", "unknown field"},
 		{"unknown field in a typed_config", "allow_partial_message: true", "allow_partial_messages: true", "unknown field"},
 		{"bad enum", "enable_x_ratelimit_headers: DRAFT_VERSION_03", "enable_x_ratelimit_headers: DRAFT_VERSION_04", "invalid value"},
-		{"wrong @type", "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz", "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuth", "unable to resolve"},
+		{"wrong @type", "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz\n", "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuth\n", "unable to resolve"},
 		{"missing required field in a typed_config", "domain: mcp", "domain: \"\"", "Domain"},
 		{"missing required cluster name", "envoy_grpc: { cluster_name: portcullis }\n                        timeout", "envoy_grpc: { cluster_name: \"\" }\n                        timeout", "ClusterName"},
 		{"invalid value", "port_value: 9191", "port_value: 70000", "PortValue"},

@@ -9,7 +9,9 @@ package extauthz
 //  2. Envoy's MCP filter metadata (filterMetadata["envoy.filters.http.mcp"]):
 //     Envoy parsed the whole body. Fields: method (a string;
 //     "__jsonrpc_response" for a JSON-RPC response), id (number or string),
-//     params (struct). An empty namespace counts as absent;
+//     params (struct). An empty namespace counts as absent; so does
+//     metadata marked is_exceeding_limit (the filter read only a prefix of
+//     the body) that names no method;
 //  3. the Mcp-Method / Mcp-Name headers (MCP 2026-07-28, SEP-2243): asserted
 //     by the client, never checked against anything when they are all there
 //     is.
@@ -59,7 +61,8 @@ package extauthz
 //   - Envoy joins repeated headers with ","; such a value simply differs.
 //
 // A truncated body is never read:
-//   - metadata present → the call from metadata (Truncated false);
+//   - metadata present → the call from metadata (Truncated false, or true
+//     when the metadata is marked is_exceeding_limit);
 //   - else Mcp-Method present → Method and Name from the headers (Tool,
 //     Prompt or Resource set by the method), Source headers, Truncated true;
 //   - else → Method "", Source body, Truncated true.
@@ -107,6 +110,10 @@ const (
 // JSON-RPC response.
 const metadataResponseMethod = "__jsonrpc_response"
 
+// metadataExceedingLimit marks metadata the MCP filter read from the
+// first max_request_body_size bytes of a longer body.
+const metadataExceedingLimit = "is_exceeding_limit"
+
 // maxExactFloatInt is 2^53-1: every integer up to it is a float64 that no
 // other integer rounds to, so a metadata id within it is the id the client
 // sent.
@@ -143,6 +150,7 @@ type mcpMessage struct {
 	response bool
 	id       any // string or json.Number; nil when absent
 	params   map[string]any
+	partial  bool // metadata from a body over the MCP filter's limit
 }
 
 // mcpHeaders are the MCP headers of the request.
@@ -181,6 +189,8 @@ func extractMCP(r *mcpRequest) (call *policy.MCP, body any, err *requestError) {
 		if err != nil {
 			return nil, nil, err
 		}
+		// Parsed from a prefix: a later duplicate key could say otherwise.
+		call.Truncated = md.partial
 		return call, nil, nil
 	case hdr.hasMethod:
 		call, err := callFromHeaders(&hdr)
@@ -323,6 +333,11 @@ func messageFromMetadata(md map[string]any) (*mcpMessage, *requestError) {
 	}
 	msg := &mcpMessage{}
 	var ok bool
+	if msg.partial, _ = md[metadataExceedingLimit].(bool); msg.partial {
+		if _, has := md["method"]; !has {
+			return nil, nil // the prefix named no method: as if absent
+		}
+	}
 	idv, hasID := md["id"]
 	if hasID {
 		if msg.id, ok = metadataID(idv); !ok {

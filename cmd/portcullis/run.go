@@ -41,7 +41,12 @@ Usage:
                                             run Rego tests, like opa test
   portcullis policy eval --input FILE [--config FILE]
                                             print the decision and CheckResponse
+  portcullis dev [--config FILE] [--listen ADDR] [--envoy FILE]
+                                            everything on loopback behind an
+                                            Envoy-faithful front door
   portcullis config check --config FILE     validate the configuration
+  portcullis token --key FILE --sub S [--iss I] [--aud A]... [--claim k=v]... [--ttl D]
+                                            mint a JWT for development
   portcullis version                        print version information
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error
@@ -84,6 +89,10 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return policyCmd(ctx, rest, getenv, stdout, stderr)
 	case "config":
 		return configCmd(rest, getenv, stdout, stderr)
+	case "dev":
+		return devCmd(ctx, rest, getenv, stdout, stderr)
+	case "token":
+		return tokenCmd(rest, stdout, stderr)
 	case "version":
 		return versionCmd(stdout)
 	case "help", "-h", "--help":

@@ -237,7 +237,28 @@ type Telemetry struct {
 	ServiceName string `yaml:"service_name"`
 	LogLevel    string `yaml:"log_level"`
 	LogFormat   string `yaml:"log_format"`
+	// RecordSubject records the caller's subject as enduser.id on the
+	// portcullis.Check span. Off by default: a subject is personal data,
+	// and traces often leave the cluster.
+	RecordSubject bool  `yaml:"record_subject"`
+	Audit         Audit `yaml:"audit"`
 }
+
+// Audit configures the audit stream: one record per decision and per tool
+// call.
+type Audit struct {
+	// Output is "stderr", "none", or a file path (appended to, created
+	// with mode 0600).
+	Output string `yaml:"output"`
+	// Format is "json" or "text".
+	Format string `yaml:"format"`
+}
+
+// Audit outputs that are not file paths.
+const (
+	AuditStderr = "stderr"
+	AuditNone   = "none"
+)
 
 // Default returns the configuration used for every key a file leaves out.
 func Default() Config {
@@ -260,8 +281,9 @@ func Default() Config {
 			FailureMode:     "allow",
 			ResponseHeaders: true,
 		},
-		MCP:       MCP{Listen: ":8080", RequireIdentity: true, MaxBodyBytes: 1 << 20, StdioIdentity: StdioIdentity{Subject: "stdio"}},
-		Telemetry: Telemetry{ServiceName: "portcullis", LogLevel: "info", LogFormat: "json"},
+		MCP: MCP{Listen: ":8080", RequireIdentity: true, MaxBodyBytes: 1 << 20, StdioIdentity: StdioIdentity{Subject: "stdio"}},
+		Telemetry: Telemetry{ServiceName: "portcullis", LogLevel: "info", LogFormat: "json",
+			Audit: Audit{Output: AuditStderr, Format: "json"}},
 	}
 }
 
@@ -285,7 +307,15 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 // Parse decodes YAML data onto [Default]; relative paths in it will be
 // resolved against dir.
 func Parse(data []byte, dir string, getenv func(string) string) (*Config, error) {
-	cfg := Default()
+	return ParseOnto(Default(), data, dir, getenv)
+}
+
+// ParseOnto decodes YAML data onto base, as [Parse] does onto [Default]:
+// every key the data sets replaces base's value (a list replaces the whole
+// list). Relative paths that base already holds stay relative to dir too,
+// so base should hold absolute paths.
+func ParseOnto(base Config, data []byte, dir string, getenv func(string) string) (*Config, error) {
+	cfg := base
 	cfg.dir = dir
 	root, err := parseDocument(data)
 	if err != nil {
@@ -458,6 +488,21 @@ func (c *Config) Validate() error {
 	t := c.Telemetry
 	v.oneOf("telemetry.log_level", t.LogLevel, "debug", "info", "warn", "error")
 	v.oneOf("telemetry.log_format", t.LogFormat, "json", "text")
+	v.oneOf("telemetry.audit.format", t.Audit.Format, "json", "text")
+	switch out := t.Audit.Output; out {
+	case AuditStderr, AuditNone:
+	case "":
+		v.add("telemetry.audit.output", `want stderr, none or a file path`)
+	case "stdout":
+		// On stdio, stdout carries the MCP protocol.
+		v.add("telemetry.audit.output", `stdout is not supported: use stderr or a file path`)
+	default:
+		if fi, err := os.Stat(c.Path(out)); err == nil && fi.IsDir() {
+			v.add("telemetry.audit.output", clipPath(c.Path(out))+" is a directory, want a file")
+		} else {
+			v.exists("telemetry.audit.output", filepath.Dir(c.Path(out)))
+		}
+	}
 	return errors.Join(v.errs...)
 }
 
