@@ -8,7 +8,7 @@ CONFIG    ?= examples/portcullis.yaml
 # server-everything, Node 22), pinned in the lockfile.
 NODE_PEERS := mcpserver/testdata/node/node_modules/.package-lock.json
 
-.PHONY: help build test testrace lint fuzz bench run
+.PHONY: help build test testrace lint fuzz bench dev run
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 
 bench: ## run the Go benchmarks with allocation counts
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+dev: build ## run portcullis dev: everything on loopback behind the front door on 127.0.0.1:10000
+	./bin/portcullis dev
 
 run: build ## run portcullis serve with CONFIG (default examples/portcullis.yaml)
 	./bin/portcullis serve --config $(CONFIG)
