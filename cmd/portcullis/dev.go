@@ -84,6 +84,8 @@ type devOptions struct {
 // devEnv is what a running dev environment tells its caller.
 type devEnv struct {
 	frontDoor string            // "host:port"
+	grpc      string            // "host:port" of ext_authz and the rate limit service
+	mcp       string            // "host:port" of the MCP server (behind the front door)
 	admin     string            // "host:port" of the admin server
 	tokens    map[string]string // by devUsers name
 	dir       string            // the generated files
@@ -185,7 +187,7 @@ func runDev(ctx context.Context, o devOptions, stdout, stderr io.Writer, ready c
 		return hs.Shutdown(sctx)
 	})
 
-	env := devEnv{frontDoor: fdLis.Addr().String(), admin: ls.admin.String(), tokens: map[string]string{}, dir: dir,
+	env := devEnv{frontDoor: fdLis.Addr().String(), grpc: ls.grpc.String(), mcp: mcpAddr.String(), admin: ls.admin.String(), tokens: map[string]string{}, dir: dir,
 		issuerKey: filepath.Join(dir, "issuer-key.pem")}
 	for _, u := range devUsers {
 		tok, err := mintToken(key, devIssuerKeyID, jwt.MapClaims{
