@@ -507,6 +507,21 @@ func TestIstio(t *testing.T) {
 		t.Error("AuthorizationPolicy: want action CUSTOM with provider portcullis")
 	}
 	checkSelects(t, "AuthorizationPolicy", get(ap, "spec", "selector", "matchLabels"), mcpLabels)
+	// Its one rule exempts exactly the routes envoy.yaml exempts from
+	// ext_authz (the public metadata document), as Istio path prefixes.
+	var public []any
+	for _, vh := range h.GetRouteConfig().GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			per := &extauthzv3.ExtAuthzPerRoute{}
+			if a, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]; ok && a.UnmarshalTo(per) == nil && per.GetDisabled() {
+				public = append(public, r.GetMatch().GetPrefix()+"*")
+			}
+		}
+	}
+	rules, _ := get(ap, "spec", "rules").([]any)
+	if len(public) == 0 || len(rules) != 1 || !slices.Equal(public, get(rules[0], "to", 0, "operation", "notPaths").([]any)) {
+		t.Errorf("AuthorizationPolicy rules %v, want one rule with notPaths %v", rules, public)
+	}
 
 	// The EnvoyFilter's patches are Envoy configuration: decode and
 	// validate them like the bootstrap, and compare with it.
@@ -625,5 +640,90 @@ func TestEnvoyFilterBroken(t *testing.T) {
 	}
 	if err := Validate(f); err == nil {
 		t.Error("an empty domain passed validation")
+	}
+}
+
+// TestCompose checks compose.yaml: Envoy runs the shipped envoy.yaml, the
+// containers share one network namespace so that its 127.0.0.1 clusters
+// reach Portcullis and the MCP server, and compose/portcullis.yaml loads
+// and agrees with the bootstrap on every address.
+func TestCompose(t *testing.T) {
+	b := loadShipped(t)
+	ports := clusterPorts(t, b.GetStaticResources().GetClusters())
+	listener := int(b.GetStaticResources().GetListeners()[0].GetAddress().GetSocketAddress().GetPortValue())
+	raw, err := os.ReadFile("compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	services := get(doc, "services").(map[string]any)
+	envoySvc := services["envoy"]
+	if !slices.Contains(get(envoySvc, "volumes").([]any), any("./"+bootstrapFile+":/etc/envoy/envoy.yaml:ro")) ||
+		!slices.Contains(get(envoySvc, "command").([]any), any("/etc/envoy/envoy.yaml")) {
+		t.Error("the envoy service does not run the shipped envoy.yaml")
+	}
+	if img := str(get(envoySvc, "image")); !strings.HasPrefix(img, "envoyproxy/envoy:v1.") {
+		t.Errorf("envoy image %q: want the official image at a pinned minor version", img)
+	}
+	if p := get(envoySvc, "ports", 0); p != strconv.Itoa(listener)+":"+strconv.Itoa(listener) {
+		t.Errorf("envoy publishes %v, want the listener port %d", p, listener)
+	}
+	for _, name := range []string{"portcullis", "mcp-server", "redis"} {
+		if get(services[name], "network_mode") != "service:envoy" {
+			t.Errorf("service %s: want network_mode service:envoy (envoy.yaml reaches it on 127.0.0.1)", name)
+		}
+	}
+
+	// The Portcullis configuration, with the mounts of compose.yaml
+	// recreated as symbolic links.
+	dir := t.TempDir()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{"examples", "rego"} {
+		if err := os.Symlink(filepath.Join(root, l), filepath.Join(dir, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile("compose/portcullis.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "portcullis.yaml"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(filepath.Join(dir, "portcullis.yaml"), func(string) string { return "" })
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		t.Fatalf("compose/portcullis.yaml: %v", err)
+	}
+	port := func(hostport string) int {
+		_, p, err := net.SplitHostPort(hostport)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(p)
+		return n
+	}
+	if port(cfg.GRPC.Listen) != ports["portcullis"] || port(cfg.MCP.Listen) != ports["mcp_server"] {
+		t.Errorf("grpc.listen %s, mcp.listen %s; envoy.yaml's clusters want ports %d and %d",
+			cfg.GRPC.Listen, cfg.MCP.Listen, ports["portcullis"], ports["mcp_server"])
+	}
+	if !strings.Contains(cfg.MCP.IdentityJWKSURL, cfg.Admin.Listen) {
+		t.Errorf("mcp.identity_jwks_url %s is not on admin.listen %s", cfg.MCP.IdentityJWKSURL, cfg.Admin.Listen)
+	}
+	redisCmd := get(services["redis"], "command").([]any)
+	if i := slices.Index(redisCmd, any("--port")); i < 0 || !strings.Contains(cfg.RateLimit.Redis.URL, ":"+str(redisCmd[i+1])+"/") ||
+		cfg.RateLimit.Backend != "redis" {
+		t.Errorf("ratelimit %s at %s; redis runs %v", cfg.RateLimit.Backend, cfg.RateLimit.Redis.URL, redisCmd)
+	}
+	if !strings.Contains(cfg.Authn.Resource, ":"+strconv.Itoa(listener)+"/") {
+		t.Errorf("authn.resource %s is not on the published port %d", cfg.Authn.Resource, listener)
 	}
 }
