@@ -25,6 +25,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -701,5 +702,76 @@ func TestDomainMatch(t *testing.T) {
 		if got := domainMatch(tc.domains, tc.host); got != tc.want {
 			t.Errorf("domainMatch(%v, %q) = %v", tc.domains, tc.host, got)
 		}
+	}
+}
+
+func TestFrontDoorDescriptorActionsAndContextExtensions(t *testing.T) {
+	d := startDoor(t, func(b *bootstrapv3.Bootstrap) {
+		editHCM(t, b, func(h *hcmv3.HttpConnectionManager) {
+			r := h.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()[0]
+			per, _ := anypb.New(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
+				CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: map[string]string{"tenant": "blue"}}}})
+			r.TypedPerFilterConfig = map[string]*anypb.Any{filterExtAuthz: per}
+			r.GetRoute().RateLimits = []*routev3.RateLimit{
+				{Actions: []*routev3.RateLimit_Action{
+					&routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_RemoteAddress_{RemoteAddress: &routev3.RateLimit_Action_RemoteAddress{}}},
+					&routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_GenericKey_{GenericKey: &routev3.RateLimit_Action_GenericKey{DescriptorValue: "mcp"}}},
+					&routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_RequestHeaders_{RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{
+						HeaderName: "x-team", DescriptorKey: "team"}}},
+				}, HitsAddend: &routev3.RateLimit_HitsAddend{Number: wrapperspb.UInt64(2)}},
+				// A header that must match (prefix), and one that must not be there.
+				{Actions: []*routev3.RateLimit_Action{
+					&routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_HeaderValueMatch_{HeaderValueMatch: &routev3.RateLimit_Action_HeaderValueMatch{
+						DescriptorValue: "beta-client", Headers: []*routev3.HeaderMatcher{
+							{Name: "user-agent", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+								MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "beta/"}}}},
+							{Name: "x-internal", HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}, InvertMatch: true},
+						}}}},
+				}},
+				// A missing header without skip_if_absent drops the descriptor.
+				{Actions: []*routev3.RateLimit_Action{
+					&routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_RequestHeaders_{RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{
+						HeaderName: "x-absent", DescriptorKey: "absent"}}},
+				}},
+			}
+		})
+	})
+	post(t, d.url+"/mcp", toolsCall, "x-team", "core", "User-Agent", "beta/1.0")
+	if got := d.authz.last(t).GetAttributes().GetContextExtensions(); got["tenant"] != "blue" {
+		t.Errorf("context extensions %v", got)
+	}
+	entry := func(k, v string) *ratelimitcommonv3.RateLimitDescriptor_Entry {
+		return &ratelimitcommonv3.RateLimitDescriptor_Entry{Key: k, Value: v}
+	}
+	want := []*ratelimitcommonv3.RateLimitDescriptor{
+		{Entries: []*ratelimitcommonv3.RateLimitDescriptor_Entry{entry("remote_address", "127.0.0.1"), entry("generic_key", "mcp"), entry("team", "core")},
+			HitsAddend: wrapperspb.UInt64(2)},
+		{Entries: []*ratelimitcommonv3.RateLimitDescriptor_Entry{entry("header_match", "beta-client")}},
+	}
+	if diff := cmp.Diff(want, d.rls.requests()[0].GetDescriptors(), protocmp.Transform()); diff != "" {
+		t.Errorf("descriptors (-want +got):\n%s", diff)
+	}
+	// x-internal present: the header_value_match descriptor is dropped.
+	post(t, d.url+"/mcp", toolsCall, "x-team", "core", "User-Agent", "beta/1.0", "x-internal", "1")
+	if got := len(d.rls.requests()[1].GetDescriptors()); got != 1 {
+		t.Errorf("with x-internal: %d descriptors, want 1", got)
+	}
+}
+
+func TestFrontDoorExtAuthzDisabledPerRoute(t *testing.T) {
+	d := startDoor(t, nil)
+	d.authz.answer = func(*authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied)}}, nil
+	}
+	resp, err := http.Get(d.url + "/.well-known/oauth-protected-resource")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(d.authz.got) != 0 {
+		t.Errorf("metadata route: status %d after %d checks; want 200 without a check", resp.StatusCode, len(d.authz.got))
+	}
+	if resp := post(t, d.url+"/mcp", toolsCall); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("/mcp: status %d, want 403", resp.StatusCode)
 	}
 }
