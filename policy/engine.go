@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -40,6 +41,13 @@ type Options struct {
 	Watch bool
 	// DryRun logs each real decision and allows every request.
 	DryRun bool
+	// DecisionCacheSize bounds the decision cache (entries, per loaded
+	// policy); 0 means the default, 10000, and a negative size disables
+	// it. Decisions are cached by the part of the input the policy reads,
+	// and only for policies that call no non-deterministic built-in (see
+	// footprint.go). A hit skips evaluation, so print() output and
+	// evaluation spans appear for misses only.
+	DecisionCacheSize int
 	// Logger receives load errors, dry-run decisions and Rego print output;
 	// nil discards.
 	Logger *slog.Logger
@@ -85,7 +93,10 @@ type Engine struct {
 	mu     sync.Mutex // guards status and serializes loads
 	status Status
 
-	reloads metric.Int64Counter
+	reloads   metric.Int64Counter
+	cacheHits metric.Int64Counter
+	cacheHit  metric.MeasurementOption
+	cacheMiss metric.MeasurementOption
 }
 
 // compiled is one loaded policy.
@@ -93,6 +104,8 @@ type compiled struct {
 	query    oparego.PreparedEvalQuery
 	revision string
 	loadedAt time.Time
+	fp       *footprint     // nil: not cacheable
+	cache    *decisionCache // nil: no cache
 }
 
 // New returns an Engine for opts. With Paths it loads the policy now and
@@ -111,6 +124,9 @@ func New(ctx context.Context, opts *Options) (*Engine, error) {
 	if o.BundlePolling <= 0 {
 		o.BundlePolling = 30 * time.Second
 	}
+	if o.DecisionCacheSize == 0 {
+		o.DecisionCacheSize = 10000
+	}
 	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -124,12 +140,20 @@ func New(ctx context.Context, opts *Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	hits, err := mp.Meter("github.com/portcullis-mcp/portcullis/policy").Int64Counter("portcullis.policy.decision_cache",
+		metric.WithDescription("Decision cache lookups, by result (hit or miss); policies that cannot be cached are not counted."))
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{
-		opts:    o,
-		query:   QueryForPath(o.Decision),
-		logger:  logger,
-		loaded:  make(chan struct{}),
-		reloads: reloads,
+		opts:      o,
+		query:     QueryForPath(o.Decision),
+		logger:    logger,
+		loaded:    make(chan struct{}),
+		reloads:   reloads,
+		cacheHits: hits,
+		cacheHit:  metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "hit"))),
+		cacheMiss: metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "miss"))),
 	}
 	if len(o.Paths) > 0 {
 		if err := e.Reload(ctx); err != nil {
@@ -237,19 +261,39 @@ func (e *Engine) install(c *compiled, err error) error {
 // is not a boolean or a well-formed decision object, is returned as an error:
 // callers deny. An undefined decision denies without error.
 func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
-	if span := e.startSpan(ctx); span != nil {
+	span := e.startSpan(ctx)
+	if span != nil {
 		defer func() { endEvalSpan(span, e.opts.Decision, d, err) }()
 	}
 	c := e.current.Load()
 	if c == nil {
 		return Decision{}, ErrNotReady
 	}
-	rs, err := c.query.Eval(ctx, oparego.EvalParsedInput(in.value()))
+	v := in.value()
+	var key [sha256.Size]byte
+	if c.cache != nil {
+		key = c.fp.key(v)
+		if hit, ok := c.cache.get(key); ok {
+			e.cacheHits.Add(ctx, 1, e.cacheHit)
+			if span != nil {
+				span.SetAttributes(attribute.Bool("portcullis.policy.cache_hit", true))
+			}
+			d = hit
+			if e.opts.DryRun {
+				return e.dryRun(in, d, nil), nil
+			}
+			return d, nil
+		}
+		e.cacheHits.Add(ctx, 1, e.cacheMiss)
+	}
+	rs, err := c.query.Eval(ctx, oparego.EvalParsedInput(v))
 	if err == nil {
 		d, err = decisionFromResult(rs)
 	}
 	if err != nil {
 		err = fmt.Errorf("evaluate %s: %w", e.query, err)
+	} else if c.cache != nil {
+		c.cache.put(key, d)
 	}
 	if e.opts.DryRun {
 		return e.dryRun(in, d, err), nil

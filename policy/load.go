@@ -87,7 +87,17 @@ func (e *Engine) compile(ctx context.Context, modules map[string]*ast.Module, da
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", e.query, err)
 	}
-	return &compiled{query: pq, revision: revision, loadedAt: time.Now()}, nil
+	c := &compiled{query: pq, revision: revision, loadedAt: time.Now()}
+	if e.opts.DecisionCacheSize > 0 {
+		fp, why := policyFootprint(compiler)
+		if fp == nil {
+			e.logger.Info("decisions are not cached: the policy "+why, slog.String("revision", revision))
+		} else {
+			c.fp, c.cache = fp, newDecisionCache(e.opts.DecisionCacheSize)
+			e.logger.Debug("decisions cached by input footprint", slog.String("revision", revision), slog.String("footprint", fp.String()))
+		}
+	}
+	return c, nil
 }
 
 // checkDecisionExists refuses a policy with no rule and no data at the

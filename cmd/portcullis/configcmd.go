@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,8 +70,11 @@ func policyOptions(cfg *config.Config, logger *slog.Logger, mp metric.MeterProvi
 		Decision:      cfg.Policy.Decision,
 		Watch:         cfg.Policy.Watch,
 		DryRun:        cfg.Policy.DryRun,
-		Logger:        logger,
-		MeterProvider: mp,
+		// 0 in the configuration turns the cache off; the engine's 0 is
+		// its default size.
+		DecisionCacheSize: cmp.Or(cfg.Policy.DecisionCacheSize, -1),
+		Logger:            logger,
+		MeterProvider:     mp,
 	}
 	return &opts
 }

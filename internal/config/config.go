@@ -149,6 +149,9 @@ type Policy struct {
 	Decision string   `yaml:"decision"`
 	Watch    bool     `yaml:"watch"`
 	DryRun   bool     `yaml:"dry_run"`
+	// DecisionCacheSize bounds the decision cache (entries per loaded
+	// policy); 0 disables it. See README "Decision cache".
+	DecisionCacheSize int `yaml:"decision_cache_size"`
 }
 
 // Bundle configures an OPA bundle source.
@@ -273,6 +276,9 @@ func Default() Config {
 			Decision: "mcp/authz/decision",
 			Bundle:   Bundle{Polling: Duration(30 * time.Second)},
 			Watch:    true,
+			// Enough for the distinct (caller, call) pairs of a busy minute;
+			// an entry is a few hundred bytes.
+			DecisionCacheSize: 10000,
 		},
 		ExtAuthz: ExtAuthz{MCPPaths: []string{"/mcp"}, MaxBodyBytes: 1 << 20, MaxJSONDepth: 64, MaxHeaderBytes: 64 << 10},
 		RateLimit: RateLimit{
@@ -416,6 +422,9 @@ func (c *Config) Validate() error {
 	if p.Bundle.URL != "" {
 		v.url("policy.bundle.url", p.Bundle.URL)
 		v.positive("policy.bundle.polling", p.Bundle.Polling)
+	}
+	if p.DecisionCacheSize < 0 {
+		v.add("policy.decision_cache_size", "must be 0 (no cache) or more")
 	}
 	if !decisionPath.MatchString(p.Decision) {
 		v.add("policy.decision", fmt.Sprintf("%q is not a rule path such as mcp/authz/decision", clip(p.Decision)))

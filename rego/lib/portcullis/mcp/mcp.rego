@@ -36,8 +36,13 @@ package portcullis.mcp
 # ---------------------------------------------------------------------------
 
 # METADATA
-# description: True when the request carries an MCP call (input.mcp is present).
-is_mcp if is_object(input.mcp)
+# description: |
+#   True when the request carries an MCP call: input.mcp is present, and
+#   with it input.mcp.source, which Portcullis always sets. (Reading one
+#   field rather than the whole object keeps the JSON-RPC id, which differs
+#   on every call, out of the decision cache key; see README "Decision
+#   cache".)
+is_mcp if _ = input.mcp.source
 
 # METADATA
 # description: |
@@ -66,7 +71,14 @@ prompt := input.mcp.prompt
 # description: |
 #   params.arguments of tools/call and prompts/get; an empty object when the
 #   call has none. Undefined when the request is not MCP.
-arguments := object.get(input.mcp, "arguments", {})
+arguments := input.mcp.arguments
+
+arguments := {} if {
+	is_mcp
+	not _has_arguments
+}
+
+_has_arguments if _ = input.mcp.arguments
 
 # METADATA
 # description: The HTTP method of the request ("POST").

@@ -141,8 +141,8 @@ test_stream_request if {
 	mcp.harmless with input as http("GET")
 	not mcp.stream_request with input as http("POST")
 	not mcp.stream_request with input as http("PUT")
-	not mcp.stream_request with input as object.union(http("GET"), {"mcp": {"method": "tools/call"}})
-	not mcp.harmless with input as object.union(http("GET"), {"mcp": {"method": "tools/call"}})
+	not mcp.stream_request with input as object.union(http("GET"), {"mcp": {"method": "tools/call", "source": "body"}})
+	not mcp.harmless with input as object.union(http("GET"), {"mcp": {"method": "tools/call", "source": "body"}})
 	not mcp.harmless with input as http("PUT")
 	not mcp.stream_request with input as {"attributes": {"request": {"http": {"method": "GET"}}}}
 }
@@ -156,7 +156,7 @@ test_oauth_metadata_request if {
 	not mcp.oauth_metadata_request with input as object.union(req, {"attributes": {"request": {"http": {"method": "POST"}}}})
 	not mcp.oauth_metadata_request with input as object.union(req, {"parsed_path": [".well-known", "openid-configuration"]})
 	not mcp.oauth_metadata_request with input as object.union(req, {"parsed_path": ["api", "oauth-protected-resource"]})
-	not mcp.oauth_metadata_request with input as object.union(req, {"mcp": {"method": "ping"}})
+	not mcp.oauth_metadata_request with input as object.union(req, {"mcp": {"method": "ping", "source": "body"}})
 }
 
 # --- the caller --------------------------------------------------------------
