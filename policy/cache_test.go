@@ -2,9 +2,11 @@ package policy
 
 import (
 	"context"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -138,7 +140,12 @@ func TestFootprintKeyIsInjective(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return fp.key(v.Value)
+		return fp.key(func(p []string) ast.Value {
+			if t := v.Value.(ast.Object).Get(ast.StringTerm(p[0])); t != nil {
+				return t.Value
+			}
+			return nil
+		})
 	}
 	same := [][2]string{
 		{`{"a": {"x": 1, "y": 2}}`, `{"a": {"y": 2, "x": 1}}`},
@@ -265,5 +272,90 @@ func TestDecisionCacheBound(t *testing.T) {
 	k[0], k[1] = 999&0xff, 999>>8
 	if d, ok := c.get(k); !ok || d.Cost != 999 {
 		t.Errorf("the latest entry: %+v %v", d, ok)
+	}
+}
+
+// at must return exactly what the policy sees at a path: the cache key is
+// built from it, the evaluation from value().
+func TestInputAtAgreesWithValue(t *testing.T) {
+	in := &Input{
+		Attributes: map[string]any{
+			"request": map[string]any{"http": map[string]any{
+				"method":  "POST",
+				"headers": map[string]any{"x-a": "1", "authorization": "Bearer t"},
+				"query":   map[string]string{"q": "v"},
+				"multi":   map[string][]string{"k": {"a", "b"}},
+				"list":    []any{map[string]any{"x": 1.5}},
+			}},
+			"source": map[string]any{"address": map[string]any{"socketAddress": map[string]any{"address": "10.0.0.1", "portValue": json.Number("443")}}},
+		},
+		ParsedPath:    []string{"mcp"},
+		ParsedQuery:   map[string][]string{"q": {"1", "2"}},
+		ParsedBody:    map[string]any{"params": map[string]any{"name": "echo", "arguments": map[string]any{"n": json.Number("3")}}},
+		TruncatedBody: true,
+		Identity:      Identity{Authenticated: true, Subject: "alice", Roles: []string{"admin"}, Claims: map[string]any{"tenant": map[string]any{"id": "t1"}}},
+		MCP:           &MCP{Method: "tools/call", Name: "echo", Tool: "echo", ID: json.Number("7"), Arguments: map[string]any{"text": "hi"}, Source: SourceBody},
+	}
+	full := in.value()
+	var paths [][]string
+	var walkPaths func(v ast.Value, p []string)
+	walkPaths = func(v ast.Value, p []string) {
+		if len(p) > 0 {
+			paths = append(paths, slices.Clone(p), append(slices.Clone(p), "missing"))
+		}
+		if obj, ok := v.(ast.Object); ok {
+			obj.Foreach(func(k, e *ast.Term) { walkPaths(e.Value, append(p, string(k.Value.(ast.String)))) })
+		}
+	}
+	walkPaths(full, nil)
+	paths = append(paths, []string{"nope"}, []string{"parsed_path", "0"}, []string{"attributes", "request", "http", "list", "x"},
+		[]string{"mcp", "resource"}, []string{"mcp", "prompt"}, []string{"mcp", "protocol_version"}, []string{"mcp", "session_id"},
+		[]string{"mcp", "arguments", "text", "deeper"}, []string{"identity", "claims", "tenant", "id", "deeper"},
+		[]string{"identity", "roles", "0"}, []string{"version", "encoding"})
+	for _, p := range paths {
+		var want ast.Value = full
+		for _, k := range p {
+			obj, ok := want.(ast.Object)
+			if !ok {
+				want = nil
+				break
+			}
+			e := obj.Get(ast.StringTerm(k))
+			if e == nil {
+				want = nil
+				break
+			}
+			want = e.Value
+		}
+		got := in.at(p)
+		if (got == nil) != (want == nil) || (got != nil && ast.Compare(got, want) != 0) {
+			t.Errorf("at(%v) = %v, value() has %v", p, got, want)
+		}
+	}
+	if len(paths) < 40 {
+		t.Fatalf("only %d paths checked", len(paths))
+	}
+	// The zero input: no MCP, no claims, an anonymous kind.
+	zero := &Input{}
+	for _, p := range [][]string{{"mcp"}, {"mcp", "method"}, {"identity", "kind"}, {"identity", "claims"}, {"identity", "claims", "x"},
+		{"parsed_body"}, {"parsed_body", "x"}, {"attributes", "request"}, {"identity"}, {"parsed_query"}} {
+		var want ast.Value = zero.value()
+		for _, k := range p {
+			obj, ok := want.(ast.Object)
+			if !ok {
+				want = nil
+				break
+			}
+			if e := obj.Get(ast.StringTerm(k)); e != nil {
+				want = e.Value
+			} else {
+				want = nil
+				break
+			}
+		}
+		got := zero.at(p)
+		if (got == nil) != (want == nil) || (got != nil && ast.Compare(got, want) != 0) {
+			t.Errorf("zero input: at(%v) = %v, value() has %v", p, got, want)
+		}
 	}
 }

@@ -269,10 +269,9 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
 	if c == nil {
 		return Decision{}, ErrNotReady
 	}
-	v := in.value()
 	var key [sha256.Size]byte
 	if c.cache != nil {
-		key = c.fp.key(v)
+		key = c.fp.key(in.at)
 		if hit, ok := c.cache.get(key); ok {
 			e.cacheHits.Add(ctx, 1, e.cacheHit)
 			if span != nil {
@@ -286,7 +285,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
 		}
 		e.cacheHits.Add(ctx, 1, e.cacheMiss)
 	}
-	rs, err := c.query.Eval(ctx, oparego.EvalParsedInput(v))
+	rs, err := c.query.Eval(ctx, oparego.EvalParsedInput(in.value()))
 	if err == nil {
 		d, err = decisionFromResult(rs)
 	}

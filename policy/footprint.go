@@ -111,27 +111,13 @@ func (fp *footprint) String() string {
 var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // key is the SHA-256 of a canonical, injective encoding of the footprint's
-// values in input: two inputs get the same key only if the policy cannot
-// tell them apart.
-func (fp *footprint) key(input ast.Value) [sha256.Size]byte {
+// values in the input (at returns the value at a path): two inputs get the
+// same key only if the policy cannot tell them apart.
+func (fp *footprint) key(at func(path []string) ast.Value) [sha256.Size]byte {
 	bp := keyBuffers.Get().(*[]byte)
 	b := (*bp)[:0]
 	for _, p := range fp.paths {
-		v := input
-		for _, k := range p {
-			obj, ok := v.(ast.Object)
-			if !ok {
-				v = nil
-				break
-			}
-			t := obj.Get(ast.InternedTerm(k))
-			if t == nil {
-				v = nil
-				break
-			}
-			v = t.Value
-		}
-		b = appendCanonical(b, v)
+		b = appendCanonical(b, at(p))
 	}
 	sum := sha256.Sum256(b)
 	*bp = b

@@ -7,33 +7,162 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
+// inputFields are the keys of the input document, in the order value
+// builds them.
+var inputFields = [...]string{"attributes", "parsed_path", "parsed_query", "parsed_body", "truncated_body", "version", "identity", "mcp"}
+
 // value converts the input to an AST value directly, without the JSON round
 // trip OPA would make for a Go struct.
 func (in *Input) value() ast.Value {
-	terms := make([][2]*ast.Term, 0, 8)
-	add := func(k string, v *ast.Term) {
-		terms = append(terms, [2]*ast.Term{ast.InternedTerm(k), v})
-	}
-	add("attributes", term(in.Attributes))
-	add("parsed_path", stringsTerm(in.ParsedPath))
-	q := make([][2]*ast.Term, 0, len(in.ParsedQuery))
-	for k, vs := range in.ParsedQuery {
-		q = append(q, [2]*ast.Term{ast.StringTerm(k), stringsTerm(vs)})
-	}
-	add("parsed_query", ast.ObjectTerm(q...))
-	if in.ParsedBody != nil {
-		add("parsed_body", term(in.ParsedBody))
-	}
-	add("truncated_body", ast.InternedTerm(in.TruncatedBody))
-	add("version", ast.ObjectTerm(
-		[2]*ast.Term{ast.InternedTerm("ext_authz"), ast.StringTerm(InputVersion.ExtAuthz)},
-		[2]*ast.Term{ast.InternedTerm("encoding"), ast.StringTerm(InputVersion.Encoding)},
-	))
-	add("identity", in.Identity.term())
-	if in.MCP != nil {
-		add("mcp", in.MCP.term())
+	terms := make([][2]*ast.Term, 0, len(inputFields))
+	for _, k := range inputFields {
+		if t := in.field(k); t != nil {
+			terms = append(terms, [2]*ast.Term{ast.InternedTerm(k), t})
+		}
 	}
 	return ast.NewObject(terms...)
+}
+
+// field is the term of one top-level key of the input, nil when absent.
+func (in *Input) field(k string) *ast.Term {
+	switch k {
+	case "attributes":
+		return term(in.Attributes)
+	case "parsed_path":
+		return stringsTerm(in.ParsedPath)
+	case "parsed_query":
+		q := make([][2]*ast.Term, 0, len(in.ParsedQuery))
+		for k, vs := range in.ParsedQuery {
+			q = append(q, [2]*ast.Term{ast.StringTerm(k), stringsTerm(vs)})
+		}
+		return ast.ObjectTerm(q...)
+	case "parsed_body":
+		if in.ParsedBody == nil {
+			return nil
+		}
+		return term(in.ParsedBody)
+	case "truncated_body":
+		return ast.InternedTerm(in.TruncatedBody)
+	case "version":
+		return ast.ObjectTerm(
+			[2]*ast.Term{ast.InternedTerm("ext_authz"), ast.StringTerm(InputVersion.ExtAuthz)},
+			[2]*ast.Term{ast.InternedTerm("encoding"), ast.StringTerm(InputVersion.Encoding)},
+		)
+	case "identity":
+		return in.Identity.term()
+	case "mcp":
+		if in.MCP == nil {
+			return nil
+		}
+		return in.MCP.term()
+	}
+	return nil
+}
+
+// at is the value at path in the input document — what value() would hold
+// there — or nil when there is none. It converts only what it returns: the
+// attributes and the body are walked as Go values first, so reading one
+// header does not convert them all.
+func (in *Input) at(path []string) ast.Value {
+	var t *ast.Term
+	switch path[0] {
+	case "attributes":
+		t = goValueAt(in.Attributes, path[1:])
+		path = nil
+	case "parsed_body":
+		if in.ParsedBody != nil {
+			t = goValueAt(in.ParsedBody, path[1:])
+		}
+		path = nil
+	case "identity":
+		if len(path) > 1 && path[1] == "claims" {
+			claims := in.Identity.Claims
+			if claims == nil {
+				claims = map[string]any{}
+			}
+			t, path = goValueAt(claims, path[2:]), nil
+		} else if len(path) > 1 {
+			t, path = in.Identity.fieldTerm(path[1]), path[2:]
+		} else {
+			t, path = in.Identity.term(), nil
+		}
+	case "mcp":
+		switch {
+		case in.MCP == nil:
+			return nil
+		case len(path) > 1 && path[1] == "arguments":
+			if in.MCP.Arguments == nil {
+				return nil
+			}
+			t, path = goValueAt(in.MCP.Arguments, path[2:]), nil
+		case len(path) > 1:
+			t, path = in.MCP.fieldTerm(path[1]), path[2:]
+		default:
+			t, path = in.MCP.term(), nil
+		}
+	default:
+		t = in.field(path[0])
+		path = path[1:]
+	}
+	for _, k := range path {
+		if t == nil {
+			return nil
+		}
+		obj, ok := t.Value.(ast.Object)
+		if !ok {
+			return nil
+		}
+		t = obj.Get(ast.InternedTerm(k))
+	}
+	if t == nil {
+		return nil
+	}
+	return t.Value
+}
+
+// goValueAt follows object keys through a JSON-like Go value and converts
+// what it finds; nil when a key is missing or the value is not an object.
+func goValueAt(v any, path []string) *ast.Term {
+	for _, k := range path {
+		var ok bool
+		switch m := v.(type) {
+		case map[string]any:
+			v, ok = m[k]
+		case map[string]string:
+			v, ok = m[k]
+		case map[string][]string:
+			v, ok = m[k]
+		}
+		if !ok {
+			return nil
+		}
+	}
+	return term(v)
+}
+
+// fieldTerm is the term of one key of term() other than claims, without
+// building the rest; nil when term() has no such key.
+func (id *Identity) fieldTerm(k string) *ast.Term {
+	switch k {
+	case "authenticated":
+		return ast.InternedTerm(id.Authenticated)
+	case "provider":
+		return ast.StringTerm(id.Provider)
+	case "kind":
+		if id.Kind == "" {
+			return ast.StringTerm(KindAnonymous)
+		}
+		return ast.StringTerm(id.Kind)
+	case "subject":
+		return ast.StringTerm(id.Subject)
+	case "client_id":
+		return ast.StringTerm(id.ClientID)
+	case "roles":
+		return stringsTerm(id.Roles)
+	case "scopes":
+		return stringsTerm(id.Scopes)
+	}
+	return nil
 }
 
 func (id *Identity) term() *ast.Term {
@@ -55,6 +184,42 @@ func (id *Identity) term() *ast.Term {
 		[2]*ast.Term{ast.InternedTerm("scopes"), stringsTerm(id.Scopes)},
 		[2]*ast.Term{ast.InternedTerm("claims"), term(claims)},
 	)
+}
+
+// fieldTerm is the term of one key of term() other than arguments, without
+// building the rest; nil when term() has no such key (empty strings are
+// left out there too).
+func (m *MCP) fieldTerm(k string) *ast.Term {
+	var v string
+	switch k {
+	case "method":
+		v = m.Method
+	case "id":
+		if m.ID == nil {
+			return nil
+		}
+		return term(m.ID)
+	case "name":
+		v = m.Name
+	case "tool":
+		v = m.Tool
+	case "resource":
+		v = m.Resource
+	case "prompt":
+		v = m.Prompt
+	case "protocol_version":
+		v = m.ProtocolVersion
+	case "session_id":
+		v = m.SessionID
+	case "source":
+		v = m.Source
+	case "truncated":
+		return ast.InternedTerm(m.Truncated)
+	}
+	if v == "" {
+		return nil
+	}
+	return ast.StringTerm(v)
 }
 
 func (m *MCP) term() *ast.Term {
