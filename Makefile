@@ -2,13 +2,22 @@
 GO        ?= go
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
+# make bench: every run lasts BENCH_WARMUP + BENCH_DURATION; each scenario
+# makes 2 × BENCH_ROUNDS × (1 + number of BENCH_LOADS) runs. Empty
+# BENCH_SCENARIOS means all of them (bench/README.md).
+BENCH_DURATION  ?= 2s
+BENCH_WARMUP    ?= 500ms
+BENCH_ROUNDS    ?= 2
+BENCH_LOADS     ?= 0.25,0.5,0.75
+BENCH_SCENARIOS ?=
+BENCH_FLAGS     ?=
 STATICCHECK_VERSION := v0.8.2
 CONFIG    ?= examples/portcullis.yaml
 # Real MCP peers the tests run against (conformance suite, TypeScript SDK,
 # server-everything, Node 22), pinned in the lockfile.
 NODE_PEERS := mcpserver/testdata/node/node_modules/.package-lock.json
 
-.PHONY: help build test testrace lint fuzz bench dev run
+.PHONY: help build test testrace lint fuzz bench microbench dev run
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,7 +50,11 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; done
 
-bench: ## run the Go benchmarks with allocation counts
+bench: ## compare Portcullis with the null server per scenario (bench/); JSON + SVG into bench/results
+	$(GO) run ./bench/cmd/bench compare -duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) \
+	  -rounds $(BENCH_ROUNDS) -loads $(BENCH_LOADS) $(BENCH_FLAGS) $(BENCH_SCENARIOS)
+
+microbench: ## run the Go benchmarks with allocation counts
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 dev: build ## run portcullis dev: everything on loopback behind the front door on 127.0.0.1:10000

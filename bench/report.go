@@ -1,0 +1,103 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+)
+
+// Verdict says whether c meets the goal, and how it was judged.
+func (g Goal) Verdict(c *Comparison) (met bool, detail string) {
+	s := c.Summary
+	met = true
+	var parts []string
+	check := func(ok bool, format string, args ...any) {
+		mark := "✓"
+		if !ok {
+			mark, met = "✗", false
+		}
+		parts = append(parts, mark+" "+fmt.Sprintf(format, args...))
+	}
+	if g.MinThroughputRatio > 0 {
+		check(s.ThroughputRatio >= g.MinThroughputRatio, "throughput ≥ %.0f%% of %s", g.MinThroughputRatio*100, c.Baseline)
+	}
+	if g.MaxHalfLoadP99 > 0 {
+		check(s.HalfLoad != nil && s.HalfLoad.SubjectP99 <= g.MaxHalfLoadP99, "p99 ≤ %s at 50%% load", us(g.MaxHalfLoadP99))
+	}
+	if g.RedisPerRequest > 0 {
+		// One command sent per request: what a script run inside Redis
+		// calls is not a command of the client's. Requests in flight at
+		// the window's edges are counted on one side only, hence the
+		// tolerance.
+		near := func(v float64) bool { return math.Abs(v-g.RedisPerRequest) <= 0.03*g.RedisPerRequest }
+		check(near(s.RedisScriptsPerRequest) && near(s.RedisRoundTrips), "%.0f Redis command (round trip) per request", g.RedisPerRequest)
+	}
+	if g.MaxLatencyRatio > 0 {
+		check(s.P50Ratio > 0 && s.P50Ratio <= g.MaxLatencyRatio, "latency ≤ %.1f× %s", g.MaxLatencyRatio, c.Baseline)
+	}
+	return met, strings.Join(parts, ", ")
+}
+
+// WriteJSON writes c, indented.
+func WriteJSON(path string, c *Comparison) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// ReadComparison reads a comparison written by [WriteJSON].
+func ReadComparison(path string) (*Comparison, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c Comparison
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// WriteTable writes the comparisons as a Markdown table: the headline
+// numbers of each and its verdict against issue 8's goal.
+func WriteTable(w io.Writer, cs []*Comparison) error {
+	var b strings.Builder
+	b.WriteString("| scenario | baseline | max throughput, Portcullis vs baseline (req/s) | ratio | closed-loop p99 | open-loop p99 at ~50% load | Portcullis CPU/request | ratio | Portcullis peak RSS | Redis per request | goal (issue 8) |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, c := range cs {
+		s := c.Summary
+		half := "—"
+		if h := s.HalfLoad; h != nil {
+			half = fmt.Sprintf("%s vs %s", us(h.SubjectP99), us(h.BaselineP99))
+		}
+		cpu, cpuRatio, rss, redisCmds := "—", "—", "—", "—"
+		if s.SubjectCPUPerReq > 0 {
+			cpu, cpuRatio = fmt.Sprintf("%.0fµs", s.SubjectCPUPerReq), fmt.Sprintf("%.1f×", s.CPUPerRequestRatio)
+		}
+		if s.SubjectPeakRSS > 0 {
+			rss = mib(s.SubjectPeakRSS)
+		}
+		if s.RedisPerRequest > 0 {
+			redisCmds = fmt.Sprintf("%.2f round trips (%.2f EVALSHA; %.2f counting commands run by the script)",
+				s.RedisRoundTrips, s.RedisScriptsPerRequest, s.RedisPerRequest)
+		}
+		goal := "—"
+		if sc, err := FindScenario(c.Scenario); err == nil && sc.Goal != (Goal{}) {
+			_, goal = sc.Goal.Verdict(c)
+		}
+		ratio := fmt.Sprintf("%.2f", s.ThroughputRatio)
+		if c.Kind == KindMCP {
+			ratio += fmt.Sprintf(" (p50 %.2f×)", s.P50Ratio)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f vs %.0f | %s | %s vs %s | %s | %s | %s | %s | %s | %s |\n",
+			c.Scenario, c.Baseline, s.SubjectThroughput, s.BaselineThroughput, ratio,
+			us(s.SubjectP99), us(s.BaselineP99), half, cpu, cpuRatio, rss, redisCmds, goal)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
