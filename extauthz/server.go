@@ -13,6 +13,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -61,14 +62,23 @@ type Options struct {
 	// ResourceMetadataURL is advertised in WWW-Authenticate challenges
 	// (RFC 9728).
 	ResourceMetadataURL string
-	// Logger receives one record per decision; nil discards.
+	// Logger receives one record per decision (at debug when Audit is set:
+	// the audit stream has them) and failures; nil discards.
 	Logger *slog.Logger
+	// Audit receives one record per decision (see [Server.Check]); nil
+	// writes none.
+	Audit *slog.Logger
 	// Tracer provides the portcullis.Check span, which joins the trace of
 	// the checked request; nil traces nothing.
 	Tracer trace.TracerProvider
 	// Propagator reads the trace context of the checked request's headers
 	// (B3 is read besides it); nil means W3C trace context.
 	Propagator propagation.TextMapPropagator
+	// RecordSubject records the caller's subject as enduser.id on the
+	// portcullis.Check span.
+	RecordSubject bool
+	// MeterProvider provides the decision metrics; nil means none.
+	MeterProvider metric.MeterProvider
 }
 
 // Server implements Envoy's Authorization service (ext_authz v3): it builds
@@ -84,6 +94,10 @@ type Server struct {
 	decider Decider
 	opts    Options
 	logger  *slog.Logger
+	// decisionLevel is the level of the per-decision log line.
+	decisionLevel slog.Level
+	audit         *slog.Logger // nil when off
+	metrics       *checkMetrics
 
 	tracer     trace.Tracer // nil when tracing is off
 	propagator propagation.TextMapPropagator
@@ -116,7 +130,12 @@ func New(d Decider, opts *Options) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	srv := &Server{decider: d, opts: o, logger: logger, propagator: o.Propagator}
+	srv := &Server{decider: d, opts: o, logger: logger, propagator: o.Propagator, decisionLevel: slog.LevelInfo,
+		metrics: newCheckMetrics(o.MeterProvider)}
+	if o.Audit != nil && o.Audit.Handler() != slog.DiscardHandler {
+		srv.audit = o.Audit
+		srv.decisionLevel = slog.LevelDebug
+	}
 	if o.Tracer != nil {
 		srv.tracer = o.Tracer.Tracer(tracerName)
 	}
@@ -127,47 +146,49 @@ func New(d Decider, opts *Options) *Server {
 }
 
 // Check implements authv3.AuthorizationServer.
+//
+// Every Check, refusals included, is counted in
+// portcullis.extauthz.decisions (by result, reason code, provider and MCP
+// method) and timed in portcullis.extauthz.check.duration; with
+// Options.Audit it writes one "decision" record: decision_id, trace_id,
+// outcome and reason code (plus the policy's reason and dry_run when the
+// policy decided), status, source_address, subject, client_id, provider,
+// kind, mcp_method, mcp_name, args_sha256 for tools/call and prompts/get
+// (telemetry.ArgumentsDigest: never the arguments), latency_ms. No header
+// and no credential is recorded.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
-	start := time.Now()
-	decisionID := newDecisionID()
-	var (
-		r      *request
-		reason string
-	)
-	if tctx, span := s.startCheckSpan(ctx, req); span != nil {
-		ctx = tctx
-		defer func() {
-			endCheckSpan(span, r, resp, reason, decisionID, req.GetAttributes().GetRequest().GetHttp().GetMethod())
-		}()
-	}
+	c := check{start: time.Now(), decisionID: newDecisionID()}
+	ctx, span := s.startCheckSpan(ctx, req)
+	// After the recovery below: a panic is recorded as the refusal it
+	// became.
+	defer func() { s.finish(ctx, span, req, &c, resp) }()
 	defer func() {
 		if p := recover(); p != nil { // a bug must deny, not crash every MCP server behind us
 			s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "panic in Check",
-				slog.String("decision_id", decisionID), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+				slog.String("decision_id", c.decisionID), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+			c.decision = nil
 			resp = s.refusal(&requestError{status: http.StatusServiceUnavailable, code: CodeInternalError,
-				reason: "internal_error", message: "authorization is temporarily unavailable"}, decisionID)
+				reason: ReasonInternalError, message: "authorization is temporarily unavailable"}, c.decisionID)
 		}
 	}()
 	r, rerr := s.buildInput(req)
 	if rerr != nil {
-		reason = rerr.reason
-		s.logRefusal(ctx, decisionID, rerr, start)
-		return s.refusal(rerr, decisionID), nil
+		s.logRefusal(ctx, c.decisionID, rerr, c.start)
+		return s.refusal(rerr, c.decisionID), nil
 	}
-	if rerr := s.authenticate(ctx, req, r); rerr != nil {
-		reason = rerr.reason
-		s.logRefusal(ctx, decisionID, rerr, start)
-		return s.refusal(rerr, decisionID), nil
+	c.r = r
+	if rerr := s.authenticate(ctx, req, &c); rerr != nil {
+		s.logRefusal(ctx, c.decisionID, rerr, c.start)
+		return s.refusal(rerr, c.decisionID), nil
 	}
-	resp, d := s.decide(ctx, r, decisionID, start)
-	if d != nil {
-		reason = d.Reason
-	}
+	resp, c.decision = s.decide(ctx, r, c.decisionID, c.start)
 	return resp, nil
 }
 
-// authenticate sets the caller's identity on r, or refuses the request.
-func (s *Server) authenticate(ctx context.Context, req *authv3.CheckRequest, r *request) *requestError {
+// authenticate sets the caller's identity on c.r, or refuses the request;
+// c.provider is the provider that recognized the credential.
+func (s *Server) authenticate(ctx context.Context, req *authv3.CheckRequest, c *check) *requestError {
+	r := c.r
 	if s.opts.Authenticator == nil {
 		r.in.Identity = policy.Anonymous()
 		return nil
@@ -182,11 +203,15 @@ func (s *Server) authenticate(ctx context.Context, req *authv3.CheckRequest, r *
 	if err == nil {
 		r.in.Identity = res.Identity
 		r.credentialHeader = res.CredentialHeader
+		c.provider = res.Identity.Provider
 		return nil
 	}
 	id := mcpID(r)
 	var ie *identity.Error
 	var le *identity.LockedError
+	if errors.As(err, &ie) {
+		c.provider = ie.Provider
+	}
 	switch {
 	case errors.Is(err, identity.ErrNoCredential):
 		return &requestError{status: http.StatusUnauthorized, code: CodeUnauthorized, reason: ReasonNoCredential,
@@ -248,7 +273,7 @@ func (s *Server) decide(ctx context.Context, r *request, decisionID string, star
 	if err != nil {
 		reason := ReasonPolicyError
 		if errors.Is(err, policy.ErrNotReady) {
-			reason = "policy_not_ready"
+			reason = ReasonPolicyNotReady
 		}
 		s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "decision failed",
 			slog.String("decision_id", decisionID), slog.String("reason", reason), slog.Any("error", err))
@@ -269,7 +294,7 @@ func (s *Server) decide(ctx context.Context, r *request, decisionID string, star
 }
 
 func (s *Server) logDecision(ctx context.Context, decisionID string, r *request, d *policy.Decision, start time.Time) {
-	if !s.logger.Enabled(ctx, slog.LevelInfo) {
+	if !s.logger.Enabled(ctx, s.decisionLevel) {
 		return
 	}
 	attrs := []slog.Attr{
@@ -286,11 +311,11 @@ func (s *Server) logDecision(ctx context.Context, decisionID string, r *request,
 	if c := r.in.MCP; c != nil {
 		attrs = append(attrs, slog.String("mcp_method", c.Method), slog.String("mcp_name", c.Name))
 	}
-	s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "decision", attrs...)
+	s.logger.LogAttrs(context.WithoutCancel(ctx), s.decisionLevel, "decision", attrs...)
 }
 
 func (s *Server) logRefusal(ctx context.Context, decisionID string, e *requestError, start time.Time) {
-	s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "decision",
+	s.logger.LogAttrs(context.WithoutCancel(ctx), s.decisionLevel, "decision",
 		slog.String("decision_id", decisionID),
 		slog.Bool("allowed", false),
 		slog.String("reason", e.reason),

@@ -25,6 +25,7 @@ const (
 	attrMCPTool    = "mcp.tool.name"
 	attrHTTPMethod = "http.request.method"
 	attrURLPath    = "url.path"
+	attrEndUserID  = "enduser.id"
 )
 
 // startCheckSpan starts the portcullis.Check span, or returns ctx and nil
@@ -80,37 +81,44 @@ func grpcPropagated(ctx context.Context) bool {
 
 // endCheckSpan records the outcome of a Check on span and ends it. Only
 // names and codes are recorded: never a header value, a credential or an
-// argument.
-func endCheckSpan(span trace.Span, r *request, resp *authv3.CheckResponse, reason, decisionID string, method string) {
+// argument; the subject only with Options.RecordSubject (enduser.id).
+func (s *Server) endCheckSpan(span trace.Span, c *check, resp *authv3.CheckResponse, result, method string) {
 	if !span.IsRecording() {
 		span.End()
 		return
 	}
 	decision := "deny"
-	if resp.GetStatus().GetCode() == 0 && resp.GetOkResponse() != nil {
+	if result == ResultAllowed {
 		decision = "allow"
+	}
+	reason := ""
+	if c.decision != nil {
+		reason = c.decision.Reason
 	}
 	if reason == "" {
 		reason = resp.GetStatus().GetMessage()
 	}
-	attrs := make([]attribute.KeyValue, 0, 7)
+	attrs := make([]attribute.KeyValue, 0, 8)
 	attrs = append(attrs,
 		attribute.String(attrDecision, decision),
 		attribute.String(attrReason, reason),
-		attribute.String(attrDecisionID, decisionID),
+		attribute.String(attrDecisionID, c.decisionID),
 		attribute.String(attrHTTPMethod, httpMethod(method)),
 	)
-	if r != nil {
+	if r := c.r; r != nil {
 		attrs = append(attrs, attribute.String(attrURLPath, r.path))
-		if c := r.in.MCP; c != nil && c.Method != "" {
-			attrs = append(attrs, attribute.String(attrMCPMethod, c.Method))
-			if c.Method == "tools/call" && c.Name != "" {
-				attrs = append(attrs, attribute.String(attrMCPTool, c.Name))
+		if call := r.in.MCP; call != nil && call.Method != "" {
+			attrs = append(attrs, attribute.String(attrMCPMethod, call.Method))
+			if call.Method == "tools/call" && call.Name != "" {
+				attrs = append(attrs, attribute.String(attrMCPTool, call.Name))
 			}
+		}
+		if s.opts.RecordSubject && r.in.Identity.Subject != "" {
+			attrs = append(attrs, attribute.String(attrEndUserID, r.in.Identity.Subject))
 		}
 	}
 	span.SetAttributes(attrs...)
-	if reason == ReasonPolicyError || reason == ReasonAuthnUnavailable || reason == "policy_not_ready" || reason == "internal_error" {
+	if result == ResultError {
 		span.SetStatus(codes.Error, reason)
 	}
 	span.End()

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/portcullis-mcp/portcullis/policy"
@@ -35,6 +36,8 @@ type BasicOptions struct {
 	UsersFile string
 	// Logger receives reloads and reload failures; nil discards.
 	Logger *slog.Logger
+	// MeterProvider provides the cache metrics; nil means none.
+	MeterProvider metric.MeterProvider
 }
 
 // Basic authenticates requests by HTTP basic authentication (RFC 7617)
@@ -55,6 +58,8 @@ type Basic struct {
 	cache credCache[basicVerified]
 	// compare is bcrypt.CompareHashAndPassword; tests count the calls.
 	compare func(hash, password []byte) error
+
+	cacheMetrics cacheMetrics
 }
 
 const (
@@ -112,7 +117,8 @@ func NewBasic(opts *BasicOptions) (*Basic, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	b := &Basic{name: o.Name, compare: bcrypt.CompareHashAndPassword}
+	b := &Basic{name: o.Name, compare: bcrypt.CompareHashAndPassword,
+		cacheMetrics: newCacheMetrics(o.MeterProvider, o.Name, cacheBasic)}
 	b.cache.size = basicCacheSize
 	b.file = &credFile{path: o.UsersFile, what: "users file", provider: o.Name, logger: logger, apply: b.apply}
 	if err := b.file.load(); err != nil {
@@ -138,7 +144,7 @@ func (b *Basic) Run(ctx context.Context) error {
 
 // Authenticate checks the request's "Authorization: Basic" credential. It
 // returns ErrNoCredential when there is none.
-func (b *Basic) Authenticate(_ context.Context, r *Request) (*Result, error) {
+func (b *Basic) Authenticate(ctx context.Context, r *Request) (*Result, error) {
 	cred, err := BasicCredential(b.name, r.Headers)
 	if err != nil {
 		return nil, err
@@ -146,8 +152,10 @@ func (b *Basic) Authenticate(_ context.Context, r *Request) (*Result, error) {
 	key := CredentialKey(b.name, cred)
 	t := b.users.Load()
 	if v, ok := b.cache.get(key); ok && v.table == t {
+		b.cacheMetrics.record(ctx, true)
 		return b.result(v.user, key), nil
 	}
+	b.cacheMetrics.record(ctx, false)
 	raw, err := base64.StdEncoding.DecodeString(cred)
 	if err != nil {
 		return nil, malformed(b.name, "the basic credential is not valid base64")

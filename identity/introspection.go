@@ -15,6 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/portcullis-mcp/portcullis/policy"
@@ -48,6 +51,12 @@ type IntrospectionOptions struct {
 	// Logger receives configuration problems the endpoint reveals (a 4xx:
 	// bad client credentials); nil discards.
 	Logger *slog.Logger
+	// MeterProvider provides the cache and request metrics; nil means none.
+	MeterProvider metric.MeterProvider
+	// TracerProvider traces the requests to the endpoint (a client span);
+	// nil uses the provider of the recording span in Authenticate's
+	// context, if any.
+	TracerProvider trace.TracerProvider
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
@@ -76,6 +85,13 @@ type Introspection struct {
 
 	cache  credCache[*introspected]
 	flight singleflight.Group
+
+	endpointURL  *url.URL
+	tracer       trace.TracerProvider
+	cacheMetrics cacheMetrics
+	requests     metric.Int64Counter
+	duration     metric.Float64Histogram
+	durationOpts []metric.RecordOption
 }
 
 const (
@@ -178,6 +194,13 @@ func NewIntrospection(opts *IntrospectionOptions) (*Introspection, error) {
 		now:        o.Now,
 	}
 	i.cache.size = int64(o.CacheSize)
+	i.endpointURL, _ = url.Parse(o.URL)
+	i.tracer = o.TracerProvider
+	i.cacheMetrics = newCacheMetrics(o.MeterProvider, o.Name, cacheIntrospection)
+	i.requests, _ = meter(o.MeterProvider).Int64Counter(metricIntrospectionRequests, metric.WithUnit("{request}"),
+		metric.WithDescription("Requests to the introspection endpoint, by provider and result (active, inactive or error)."))
+	i.duration = durationHistogram(o.MeterProvider, metricIntrospectionDuration, "Duration of requests to the introspection endpoint, by provider.")
+	i.durationOpts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String(labelProvider, o.Name)))}
 	return i, nil
 }
 
@@ -204,8 +227,10 @@ func (i *Introspection) Authenticate(ctx context.Context, r *Request) (*Result, 
 	}
 	key := CredentialKey(i.name, tok)
 	if v, ok := i.cache.get(key); ok && i.now().Before(v.expires) {
+		i.cacheMetrics.record(ctx, true)
 		return i.result(v, key)
 	}
+	i.cacheMetrics.record(ctx, false)
 	// The call is shared by every request with this token, so it must not
 	// end when the first one's context does; each waits on its own.
 	ch := i.flight.DoChan(key, func() (any, error) {
@@ -235,9 +260,36 @@ func (i *Introspection) result(v *introspected, key string) (*Result, error) {
 	return &Result{Identity: id, CredentialHeader: "authorization", CredentialKey: key}, nil
 }
 
-// introspect asks the endpoint about tok and caches a definite answer. Its
-// error is always an Unavailable *Error.
-func (i *Introspection) introspect(ctx context.Context, tok, key string) (*introspected, error) {
+// introspect asks the endpoint about tok, counted, timed and traced (the
+// span records the endpoint, the status and whether the token is active;
+// never the token or the client credentials).
+func (i *Introspection) introspect(ctx context.Context, tok, key string) (v *introspected, err error) {
+	start := time.Now()
+	ctx, span := startHTTPSpan(ctx, tracerFor(ctx, i.tracer), http.MethodPost, i.name, i.endpointURL)
+	status := 0
+	defer func() {
+		i.duration.Record(ctx, time.Since(start).Seconds(), i.durationOpts...)
+		result := resultError
+		switch {
+		case err != nil:
+		case v.invalid != "":
+			result = resultInactive
+		default:
+			result = resultActive
+		}
+		i.requests.Add(ctx, 1, metric.WithAttributes(attribute.String(labelProvider, i.name), attribute.String(labelResult, result)))
+		if span != nil {
+			span.SetAttributes(attribute.String(attrIntrospected, result))
+			endHTTPSpan(span, status, err != nil)
+		}
+	}()
+	return i.ask(ctx, tok, key, &status)
+}
+
+// ask asks the endpoint about tok and caches a definite answer, setting
+// *status to the response's status code. Its error is always an
+// Unavailable *Error.
+func (i *Introspection) ask(ctx context.Context, tok, key string, status *int) (*introspected, error) {
 	ctx, cancel := context.WithTimeout(ctx, i.timeout)
 	defer cancel()
 	form := url.Values{"token": {tok}, "token_type_hint": {"access_token"}}.Encode()
@@ -253,6 +305,7 @@ func (i *Introspection) introspect(ctx context.Context, tok, key string) (*intro
 		return nil, Unavailablef(i.name, err, introspectionUnavailable)
 	}
 	defer resp.Body.Close()
+	*status = resp.StatusCode
 	body, err := io.ReadAll(io.LimitReader(resp.Body, introspectionMaxBody+1))
 	switch {
 	case resp.StatusCode >= 400 && resp.StatusCode < 500:

@@ -20,6 +20,10 @@ import (
 	"time"
 
 	"github.com/MicahParks/jwkset"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // This file holds the JWT provider's key set: fetching a JWKS from a URL,
@@ -268,6 +272,43 @@ func (j *JWT) refresh(ctx context.Context) error {
 	return nil
 }
 
+// reload is refresh, counted and traced: a portcullis.jwks.refresh span
+// (under the request's span for an unknown kid, a root span for a
+// scheduled refresh when Options.TracerProvider is set) with the HTTP calls
+// as its children.
+func (j *JWT) reload(ctx context.Context, trigger string) error {
+	var span trace.Span
+	if t := tracerFor(ctx, j.opts.TracerProvider); t != nil {
+		ctx, span = t.Start(ctx, "portcullis.jwks.refresh", trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithAttributes(attribute.String(attrProvider, j.name), attribute.String(attrJWKSTrigger, trigger)))
+	}
+	err := j.refresh(ctx)
+	if ctx.Err() != nil && err != nil {
+		// Stopping, or the request gave up waiting: not the JWKS's fault.
+		if span != nil {
+			span.End()
+		}
+		return err
+	}
+	result := resultSuccess
+	if err != nil {
+		result = resultFailure
+	}
+	j.refreshes.Add(ctx, 1, metric.WithAttributes(attribute.String(labelProvider, j.name),
+		attribute.String(labelTrigger, trigger), attribute.String(labelResult, result)))
+	if span != nil {
+		span.SetAttributes(attribute.String(attrJWKSResult, result))
+		if set := j.keys.Load(); set != nil {
+			span.SetAttributes(attribute.Int(attrJWKSKeys, len(set.all)))
+		}
+		if err != nil {
+			span.SetStatus(codes.Error, "JWKS refresh failed")
+		}
+		span.End()
+	}
+	return err
+}
+
 // refreshUnknownKID refreshes the keys because a token names a kid that is
 // not published, at most once per UnknownKIDRefreshInterval. A caller that
 // arrives while such a refresh runs waits for it. It reports whether the
@@ -293,7 +334,7 @@ func (j *JWT) refreshUnknownKID(ctx context.Context, kid string) bool {
 	j.kidRefreshing = ch
 	j.kidMu.Unlock()
 
-	err := j.refresh(ctx)
+	err := j.reload(ctx, triggerUnknownKID)
 
 	j.kidMu.Lock()
 	j.kidRefreshing = nil
@@ -322,7 +363,7 @@ func (j *JWT) runKeys(ctx context.Context) {
 		case <-timer.C:
 		}
 		next := j.opts.RefreshInterval
-		if err := j.refresh(ctx); err != nil {
+		if err := j.reload(ctx, triggerScheduled); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -392,16 +433,24 @@ func (j *JWT) httpGet(ctx context.Context, u string) ([]byte, error) {
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
+	sctx, span := startHTTPSpan(ctx, tracerFor(ctx, nil), http.MethodGet, j.name, req.URL)
+	if span != nil {
+		req = req.WithContext(sctx)
+	}
 	resp, err := j.client.Do(req)
 	if err != nil {
+		endHTTPSpan(span, 0, true)
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		endHTTPSpan(span, resp.StatusCode, true)
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		return nil, fmt.Errorf("HTTP status %d", resp.StatusCode)
 	}
-	return jwksReadAll(resp.Body)
+	data, err := jwksReadAll(resp.Body)
+	endHTTPSpan(span, resp.StatusCode, err != nil)
+	return data, err
 }
 
 func jwksReadFile(path string) ([]byte, error) {

@@ -18,6 +18,8 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/golang-jwt/jwt/v5"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis-mcp/portcullis/policy"
 )
@@ -91,6 +93,13 @@ type JWTOptions struct {
 	CacheSize int64
 	// Logger receives key-set events (never a token); nil discards.
 	Logger *slog.Logger
+	// MeterProvider provides the cache and key refresh metrics; nil means
+	// none.
+	MeterProvider metric.MeterProvider
+	// TracerProvider traces key refreshes (portcullis.jwks.refresh, with
+	// the HTTP calls under it); nil traces only the refreshes made for a
+	// request whose context holds a recording span.
+	TracerProvider trace.TracerProvider
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -151,6 +160,9 @@ type JWT struct {
 	cache   jwtCache
 	bufs    sync.Pool // *[]byte, to hash a token without allocating
 	running atomic.Bool
+
+	cacheMetrics cacheMetrics
+	refreshes    metric.Int64Counter
 
 	// Tests shrink these.
 	retryBase, retryMax time.Duration
@@ -267,6 +279,11 @@ func NewJWT(opts *JWTOptions) (*JWT, error) {
 	}
 	j.cache.size = o.CacheSize
 	j.opts = o
+	if o.CacheSize > 0 {
+		j.cacheMetrics = newCacheMetrics(o.MeterProvider, o.Name, cacheJWT)
+	}
+	j.refreshes, _ = meter(o.MeterProvider).Int64Counter(metricJWKSRefreshes, metric.WithUnit("{refresh}"),
+		metric.WithDescription("JWKS fetches (discovery included), by provider, trigger (scheduled or unknown_kid) and result."))
 	j.parser = jwt.NewParser(
 		jwt.WithValidMethods(o.Algorithms),
 		jwt.WithIssuer(o.Issuer),
@@ -329,6 +346,7 @@ func (j *JWT) Authenticate(ctx context.Context, r *Request) (*Result, error) {
 	digest := j.digest(tok)
 	if e, ok := j.cache.get(digest); ok {
 		if res, err := j.cached(e); res != nil || err != nil {
+			j.cacheMetrics.record(ctx, true)
 			return res, err
 		}
 	}
@@ -346,6 +364,9 @@ func (j *JWT) Authenticate(ctx context.Context, r *Request) (*Result, error) {
 		return nil, &Error{Kind: Unavailable, Provider: j.name, Description: "signing keys unavailable",
 			Err: errors.New("the JWKS has not been loaded yet"), CredentialKey: credKey}
 	}
+	// A miss is a signature to verify: tokens of other issuers and
+	// malformed ones are not this cache's business.
+	j.cacheMetrics.record(ctx, false)
 
 	var used *jwksKey
 	claims := jwt.MapClaims{}

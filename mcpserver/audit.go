@@ -1,25 +1,32 @@
 package mcpserver
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"log/slog"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portcullis-mcp/portcullis/internal/telemetry"
 )
 
-// Audit record keys.
+// Audit record keys: the gateway's decision records use the same ones, and
+// decision_id is the gateway's (the identity token's jti), so a tool call
+// joins the decision that let it through.
 const (
+	keyDecisionID = "decision_id"
 	keyTraceID    = "trace_id"
 	keySubject    = "subject"
+	keyClientID   = "client_id"
+	keyProvider   = "provider"
+	keyTransport  = "transport"
+	keyMCPMethod  = "mcp_method"
+	keyMCPName    = "mcp_name"
 	keyTool       = "tool"
 	keyArgsSHA256 = "args_sha256"
 	keyOutcome    = "outcome"
+	keyReason     = "reason"
 	keyLatencyMS  = "latency_ms"
 )
 
@@ -30,48 +37,73 @@ const (
 	outcomeDenied = "denied"
 )
 
+// Reasons of tool calls that did not succeed: closed codes; a denial
+// carries the policy's reason instead.
+const (
+	reasonInvalidArguments = "invalid_arguments"
+	reasonToolError        = "tool_error" // the tool answered isError
+	reasonCallFailed       = "call_failed"
+)
+
 type auditRecord struct {
-	start   time.Time
-	trace   string
-	subject string
-	tool    string
-	args    json.RawMessage
-	outcome string
+	start      time.Time
+	trace      string
+	decisionID string
+	subject    string
+	clientID   string
+	provider   string
+	transport  string
+	tool       string
+	args       any // decoded with UseNumber; nil when absent
+	outcome    string
+	reason     string
 }
 
-// argsSHA256 is the hex SHA-256 of the arguments in compact JSON (the
-// arguments as sent, whitespace removed); of the empty string when absent.
-func argsSHA256(raw json.RawMessage) string {
-	var buf bytes.Buffer
-	if len(raw) > 0 && json.Compact(&buf, raw) != nil {
-		buf.Reset()
-		buf.Write(raw)
-	}
-	sum := sha256.Sum256(buf.Bytes())
-	return hex.EncodeToString(sum[:])
-}
-
-// writeAudit writes one record per tool call, timed at the call's start;
-// it is written even when the request was cancelled.
-func (s *Server) writeAudit(ctx context.Context, a *auditRecord) {
-	ctx = context.WithoutCancel(ctx)
-	h := s.audit.Handler()
-	if !h.Enabled(ctx, slog.LevelInfo) {
-		return
-	}
+// finishCall counts and times one tool call and writes its audit record,
+// timed at the call's start; it is written even when the request was
+// cancelled.
+func (s *Server) finishCall(ctx context.Context, a *auditRecord) {
 	if a.outcome == "" {
-		a.outcome = outcomeError // a panic or an abort
+		a.outcome, a.reason = outcomeError, reasonCallFailed // a panic or an abort
+	}
+	elapsed := s.now().Sub(a.start)
+	s.metrics.record(ctx, s.toolLabel(a.tool), a.outcome, elapsed)
+	// The record carries the trace id itself; the handler gets no span, so
+	// a handler adding trace ids does not add them twice.
+	hctx := context.Background()
+	h := s.audit.Handler()
+	if !h.Enabled(hctx, slog.LevelInfo) {
+		return
 	}
 	r := slog.NewRecord(a.start, slog.LevelInfo, "tool call", 0)
 	r.AddAttrs(
+		slog.String(keyDecisionID, a.decisionID),
 		slog.String(keyTraceID, a.trace),
 		slog.String(keySubject, a.subject),
+		slog.String(keyClientID, a.clientID),
+		slog.String(keyProvider, a.provider),
+		slog.String(keyTransport, a.transport),
+		slog.String(keyMCPMethod, "tools/call"),
+		slog.String(keyMCPName, a.tool),
 		slog.String(keyTool, a.tool),
-		slog.String(keyArgsSHA256, argsSHA256(a.args)),
+		slog.String(keyArgsSHA256, telemetry.ArgumentsDigest(a.args)),
 		slog.String(keyOutcome, a.outcome),
-		slog.Float64(keyLatencyMS, float64(s.now().Sub(a.start).Microseconds())/1000),
 	)
-	_ = h.Handle(ctx, r)
+	if a.reason != "" {
+		r.AddAttrs(slog.String(keyReason, a.reason))
+	}
+	r.AddAttrs(slog.Float64(keyLatencyMS, float64(elapsed.Microseconds())/1000))
+	_ = h.Handle(hctx, r)
+}
+
+// decisionID is the gateway's decision id for the call: the jti of its
+// identity token; empty without one (stdio).
+func decisionID(req mcp.Request) string {
+	if extra := req.GetExtra(); extra != nil && extra.TokenInfo != nil {
+		id, _ := extra.TokenInfo.Extra[ExtraTokenID].(string)
+		return id
+	}
+	return ""
 }
 
 // traceID is the trace id of the call: from the OpenTelemetry span in ctx,

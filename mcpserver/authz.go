@@ -1,9 +1,12 @@
 package mcpserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -127,7 +130,7 @@ func permitted[T any](items []T, keep func(*policy.MCP) bool, call func(T) *poli
 	return out
 }
 
-// callTool re-checks a tools/call, runs it, and writes its audit record.
+// callTool re-checks a tools/call, runs it, and counts and audits it.
 func (s *Server) callTool(ctx context.Context, next mcp.MethodHandler, method string, req mcp.Request) (mcp.Result, error) {
 	start := s.now()
 	p, _ := req.GetParams().(*mcp.CallToolParamsRaw)
@@ -136,27 +139,46 @@ func (s *Server) callTool(ctx context.Context, next mcp.MethodHandler, method st
 	if p != nil {
 		name, raw = p.Name, p.Arguments
 	}
-	id, _ := s.requestIdentity(ctx, req)
-	rec := auditRecord{start: start, subject: id.Subject, tool: name, args: raw, trace: traceID(ctx, req)}
-	defer func() { s.writeAudit(ctx, &rec) }()
+	id, transport := s.requestIdentity(ctx, req)
+	rec := auditRecord{start: start, subject: id.Subject, clientID: id.ClientID, provider: id.Provider, transport: transport,
+		tool: name, trace: traceID(ctx, req), decisionID: decisionID(req)}
+	defer func() { s.finishCall(ctx, &rec) }()
 
-	var args any
 	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &args); err != nil {
-			rec.outcome = outcomeError
+		// Numbers as written: the policy and the audit digest see what the
+		// gateway saw.
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&rec.args); err != nil || dec.More() {
+			rec.args = nil
+			rec.outcome, rec.reason = outcomeError, reasonInvalidArguments
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "arguments are not JSON"}
 		}
 	}
-	if err := s.check(ctx, req, &policy.MCP{Method: method, Name: name, Tool: name, Arguments: args, Source: policy.SourceBody}); err != nil {
-		rec.outcome = outcomeDenied
+	if err := s.check(ctx, req, &policy.MCP{Method: method, Name: name, Tool: name, Arguments: rec.args, Source: policy.SourceBody}); err != nil {
+		rec.outcome, rec.reason = outcomeDenied, denialReason(err)
 		return nil, err
 	}
 	res, err := next(ctx, method, req)
 	rec.outcome = outcomeOK
-	if r, ok := res.(*mcp.CallToolResult); err != nil || (ok && r != nil && r.IsError) {
-		rec.outcome = outcomeError
+	if r, ok := res.(*mcp.CallToolResult); err != nil {
+		rec.outcome, rec.reason = outcomeError, reasonCallFailed
+	} else if ok && r != nil && r.IsError {
+		rec.outcome, rec.reason = outcomeError, reasonToolError
 	}
 	return res, err
+}
+
+// denialReason is the reason of a denial for the audit record: the
+// policy's, as errDenied put it in the message.
+func denialReason(err error) string {
+	var je *jsonrpc.Error
+	if errors.As(err, &je) {
+		if r, ok := strings.CutPrefix(je.Message, "forbidden: "); ok {
+			return r
+		}
+	}
+	return "forbidden"
 }
 
 func stringArgs(m map[string]string) any {

@@ -54,6 +54,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Defaults for [BridgeOptions] and [UpstreamOptions].
@@ -115,6 +117,9 @@ type BridgeOptions struct {
 	// upstream; it doubles after each failure. Zero means
 	// DefaultMinBackoff/DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
+	// MeterProvider provides the reconnection and connection-state metrics,
+	// by upstream name; nil means none.
+	MeterProvider metric.MeterProvider
 }
 
 // A Bridge keeps one connection per upstream MCP server and mirrors the
@@ -131,7 +136,8 @@ type Bridge struct {
 	mu      sync.Mutex // guards servers and every upstream's exposed items
 	servers []*mcp.Server
 
-	running atomic.Bool
+	running  atomic.Bool
+	restarts metric.Int64Counter
 }
 
 // NewBridge validates opts and returns a Bridge. It starts nothing. A nil
@@ -193,7 +199,49 @@ func NewBridge(opts *BridgeOptions) (*Bridge, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("mcp bridge: %w", err)
 	}
+	b.instrument()
 	return b, nil
+}
+
+// instrument creates the bridge's instruments: reconnections counted by
+// upstream, and a gauge that is 1 while an upstream is connected.
+func (b *Bridge) instrument() {
+	m := meter(b.opts.MeterProvider)
+	b.restarts, _ = m.Int64Counter(metricBridgeRestarts, metric.WithUnit("{restart}"),
+		metric.WithDescription("Reconnections of a bridged upstream after its connection ended or failed (a restarted child process, a new HTTP session), by upstream."))
+	for _, u := range b.ups {
+		u.attrs = metric.WithAttributeSet(attribute.NewSet(attribute.String(logKeyUpstream, u.opts.Name)))
+	}
+	// No unit: "1" would make the Prometheus name end in _ratio.
+	up, err := m.Int64ObservableGauge(metricBridgeUp,
+		metric.WithDescription("1 while a bridged upstream is connected, else 0, by upstream."))
+	if err != nil || len(b.ups) == 0 {
+		return
+	}
+	// The callback lives as long as the meter provider, as the bridge does.
+	_, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, u := range b.ups {
+			var v int64
+			if u.session() != nil {
+				v = 1
+			}
+			o.ObserveInt64(up, v, u.attrs)
+		}
+		return nil
+	}, up)
+}
+
+// HasTool reports whether name is a tool the bridge currently exposes
+// ("<upstream>.<original>"), for Options.KnownTool.
+func (b *Bridge) HasTool(name string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, u := range b.ups {
+		if _, ok := u.items.tools[name]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Attach makes s show the upstreams' tools, prompts and resources, now and
@@ -247,6 +295,7 @@ type upstream struct {
 	opts    UpstreamOptions
 	refresh chan struct{}
 	everUp  atomic.Bool
+	attrs   metric.MeasurementOption // upstream=<name>
 
 	smu sync.Mutex
 	cs  *mcp.ClientSession // nil while disconnected
@@ -270,7 +319,10 @@ func (u *upstream) setSession(cs *mcp.ClientSession) {
 
 func (u *upstream) run(ctx context.Context) {
 	delay := u.b.opts.MinBackoff
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
+		if !first {
+			u.b.restarts.Add(ctx, 1, u.attrs)
+		}
 		start := time.Now()
 		if err := u.serve(ctx); err != nil && ctx.Err() == nil {
 			u.log().Warn("upstream disconnected", logKeyError, err.Error(), logKeyBackoff, delay.String())

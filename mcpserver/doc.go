@@ -61,10 +61,21 @@
 //
 // # Audit
 //
-// Options.Audit receives one record per tool call: time, trace_id (from the
-// OpenTelemetry span or the traceparent header), subject, tool, args_sha256
-// (hex SHA-256 of the compact JSON arguments; never the arguments), outcome
-// (ok, error or denied) and latency_ms.
+// Options.Audit receives one record per tool call: time, decision_id (the
+// gateway's, from the identity token), trace_id (from the OpenTelemetry
+// span or the traceparent header), subject, client_id, provider,
+// transport, mcp_method, mcp_name and tool, args_sha256 (the SHA-256 of
+// the arguments' canonical JSON, as the gateway's decision record has it;
+// never the arguments), outcome (ok, error or denied), reason (the
+// policy's for a denial) and latency_ms.
+//
+// # Metrics
+//
+// With Options.MeterProvider: portcullis.mcp.tool_calls (by tool and
+// outcome) and portcullis.mcp.tool_call.duration (by tool); a tool the
+// server does not have is labelled "_unknown". With
+// BridgeOptions.MeterProvider: portcullis.mcp.bridge.restarts and
+// portcullis.mcp.bridge.upstream_up, by upstream.
 //
 // # Bridge
 //

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/portcullis-mcp/portcullis/policy"
 )
@@ -76,9 +77,15 @@ type Options struct {
 	// tools are added: the bridge adds its tools, resources and prompts
 	// there. Everything it adds is subject to the same policy and audit.
 	Extra func(*mcp.Server)
+	// KnownTool reports whether a tool that Extra added exists, so that its
+	// calls are labelled with its name in metrics; nil: only the built-in
+	// tools are, others are labelled "_unknown". (*Bridge).HasTool is one.
+	KnownTool func(name string) bool
 	// Logger receives operational logs; nil discards. Audit receives one
 	// record per tool call; nil discards.
 	Logger, Audit *slog.Logger
+	// MeterProvider provides the tool call metrics; nil means none.
+	MeterProvider metric.MeterProvider
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -93,6 +100,8 @@ type Server struct {
 	now     func() time.Time
 	mcp     *mcp.Server
 	handler http.Handler
+	builtin map[string]struct{} // names of the built-in tools
+	metrics *toolMetrics
 }
 
 // New builds a Server from opts (nil means defaults); opts is copied.
@@ -114,7 +123,7 @@ func New(opts *Options) (*Server, error) {
 		return nil, errors.New("mcpserver: MaxBodyBytes must not be negative")
 	}
 	o.AllowedOrigins = append([]string(nil), o.AllowedOrigins...)
-	s := &Server{opts: o, logger: o.Logger, audit: o.Audit, now: o.Now}
+	s := &Server{opts: o, logger: o.Logger, audit: o.Audit, now: o.Now, metrics: newToolMetrics(o.MeterProvider)}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}

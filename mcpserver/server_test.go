@@ -502,10 +502,19 @@ func TestAudit(t *testing.T) {
 		s := sha256.Sum256(b)
 		return hex.EncodeToString(s[:])
 	}
+	// decision_id is the gateway's: the identity token's jti.
+	call := func(tool string, args any, outcome, reason string) map[string]any {
+		m := map[string]any{"subject": "alice", "client_id": "cli", "provider": "corp", "transport": "http", "decision_id": "dec-1",
+			"mcp_method": "tools/call", "mcp_name": tool, "tool": tool, "args_sha256": hash(args), "outcome": outcome, "trace_id": ""}
+		if reason != "" {
+			m["reason"] = reason
+		}
+		return m
+	}
 	want := []map[string]any{
-		{"subject": "alice", "tool": "echo", "args_sha256": hash(args), "outcome": "ok", "trace_id": ""},
-		{"subject": "alice", "tool": "time", "args_sha256": hash(map[string]any{"zone": "s3cret-zone"}), "outcome": "denied", "trace_id": ""},
-		{"subject": "alice", "tool": "echo", "args_sha256": hash(map[string]any{}), "outcome": "error", "trace_id": ""},
+		call("echo", args, "ok", ""),
+		call("time", map[string]any{"zone": "s3cret-zone"}, "denied", "role may not call this"),
+		call("echo", map[string]any{}, "error", "tool_error"),
 	}
 	var got []map[string]any
 	dec := json.NewDecoder(&buf)

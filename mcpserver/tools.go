@@ -57,8 +57,14 @@ type HashOutput struct {
 	SHA256 string `json:"sha256" jsonschema:"hex SHA-256 of the text, as in an API-key file entry"`
 }
 
+// builtinTools are the names of the tools addTools adds.
+func builtinTools() map[string]struct{} {
+	return map[string]struct{}{"whoami": {}, "echo": {}, "time": {}, "hash": {}}
+}
+
 // addTools adds the built-in tools.
 func (s *Server) addTools() {
+	s.builtin = builtinTools()
 	mcp.AddTool(s.mcp, &mcp.Tool{
 		Name:        "whoami",
 		Description: "Return the identity this server sees for the caller (subject, roles, scopes, provider) and the MCP call the gateway signed. Useful when debugging policy.",

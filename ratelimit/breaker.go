@@ -112,3 +112,28 @@ func (b *breaker) open() bool {
 	defer b.mu.Unlock()
 	return b.probing || b.now().Before(b.openUntil)
 }
+
+// Breaker states, as the circuit state metric names them.
+const (
+	stateClosed   = "closed"
+	stateOpen     = "open"
+	stateHalfOpen = "half_open"
+)
+
+// state reports the breaker's state: closed, open (failing fast), or
+// half_open (its open time is over: the next round trip, or the one in
+// flight, is the probe).
+func (b *breaker) state() string {
+	if !b.tripped.Load() {
+		return stateClosed
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.tripped.Load() {
+		return stateClosed
+	}
+	if b.probing || !b.now().Before(b.openUntil) {
+		return stateHalfOpen
+	}
+	return stateOpen
+}

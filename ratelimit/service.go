@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -14,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -60,11 +60,7 @@ type Service struct {
 	logger *slog.Logger
 	config atomic.Pointer[Config]
 
-	requests     metric.Int64Counter
-	overLimit    metric.Int64Counter
-	shadow       metric.Int64Counter
-	storeErrors  metric.Int64Counter
-	failedOpened metric.Int64Counter
+	metrics serviceMetrics
 }
 
 var _ rlsv3.RateLimitServiceServer = (*Service)(nil)
@@ -82,18 +78,7 @@ func NewService(store Store, opts *ServiceOptions) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	mp := o.MeterProvider
-	if mp == nil {
-		mp = noop.NewMeterProvider()
-	}
-	m := mp.Meter("github.com/portcullis-mcp/portcullis/ratelimit")
-	s := &Service{store: store, opts: o, logger: logger}
-	s.requests, _ = m.Int64Counter("portcullis.ratelimit.requests", metric.WithDescription("ShouldRateLimit calls, by domain and overall code."))
-	s.overLimit, _ = m.Int64Counter("portcullis.ratelimit.over_limit", metric.WithDescription("Descriptors over their limit, by domain and limit key."))
-	s.shadow, _ = m.Int64Counter("portcullis.ratelimit.shadow_mode", metric.WithDescription("Descriptors over a shadow-mode limit (admitted), by domain and limit key."))
-	s.storeErrors, _ = m.Int64Counter("portcullis.ratelimit.store_errors", metric.WithDescription("Store failures."))
-	s.failedOpened, _ = m.Int64Counter("portcullis.ratelimit.failure_mode_allowed", metric.WithDescription("Requests answered OK because the store failed and failure_mode is allow."))
-	return s
+	return &Service{store: store, opts: o, logger: logger, metrics: newServiceMetrics(o.MeterProvider, backendName(store))}
 }
 
 // SetConfig installs a configuration; in-flight requests finish on the old
@@ -176,14 +161,16 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		return resp, nil
 	}
 
+	start := time.Now()
 	outcomes, err := s.store.Take(ctx, hits)
+	s.metrics.storeTime.Record(ctx, time.Since(start).Seconds(), s.metrics.storeOpts...)
 	if err != nil {
-		s.storeErrors.Add(ctx, 1)
+		s.metrics.storeError(ctx, err)
 		s.logger.LogAttrs(ctx, slog.LevelWarn, "rate limit store failed", slog.String("domain", domain), slog.Any("error", err))
 		if !s.opts.FailOpen {
 			return nil, status.Error(codes.Unavailable, "rate limit store unavailable")
 		}
-		s.failedOpened.Add(ctx, 1, metric.WithAttributes(attribute.String("domain", domain)))
+		s.metrics.failedOpened.Add(ctx, 1, metric.WithAttributes(attribute.String("domain", domain)))
 		s.count(ctx, domain, resp.OverallCode)
 		return resp, nil
 	}
@@ -194,18 +181,33 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 	for i := range chosen {
 		chosen[i] = -1
 	}
+	rejected := false
+	for j, o := range outcomes {
+		if o.OverLimit && !hits[j].Limit.ShadowMode {
+			rejected = true
+		}
+	}
 	for j, o := range outcomes {
 		i, l := owner[j], hits[j].Limit
-		if o.OverLimit {
+		// Near the limit counts admitted hits only: a rejected request
+		// moved no counter.
+		var near uint64
+		if !rejected {
+			near = nearLimitHits(&hits[j], o)
+		}
+		if o.OverLimit || near > 0 {
 			kv := []attribute.KeyValue{attribute.String("domain", domain), attribute.String("key", l.Key)}
 			if l.DetailedMetric { // descriptor values only where the config asks for them
 				kv = append(kv, attribute.String("descriptor", descriptorValues(descs[i].GetEntries())))
 			}
 			attrs := metric.WithAttributes(kv...)
-			if l.ShadowMode {
-				s.shadow.Add(ctx, 1, attrs)
-			} else {
-				s.overLimit.Add(ctx, 1, attrs)
+			switch {
+			case o.OverLimit && l.ShadowMode:
+				s.metrics.shadow.Add(ctx, 1, attrs)
+			case o.OverLimit:
+				s.metrics.overLimit.Add(ctx, 1, attrs)
+			default:
+				s.metrics.nearLimit.Add(ctx, int64(min(near, math.MaxInt64)), attrs)
 			}
 		}
 		c := chosen[i]
@@ -278,13 +280,7 @@ func (s *Service) startSpan(ctx context.Context) trace.Span {
 // endSpan records the domain, the number of descriptors, the store backend
 // and the overall code, and ends span. Descriptor values are never recorded.
 func (s *Service) endSpan(span trace.Span, domain string, descriptors int, resp *rlsv3.RateLimitResponse, err error) {
-	backend := "custom"
-	switch s.store.(type) {
-	case *MemoryStore:
-		backend = "memory"
-	case *RedisStore:
-		backend = "redis"
-	}
+	backend := s.metrics.backend
 	code := "error"
 	if err == nil {
 		code = resp.GetOverallCode().String()
@@ -301,7 +297,7 @@ func (s *Service) endSpan(span trace.Span, domain string, descriptors int, resp 
 }
 
 func (s *Service) count(ctx context.Context, domain string, code rlsv3.RateLimitResponse_Code) {
-	s.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("domain", domain), attribute.String("code", code.String())))
+	s.metrics.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("domain", domain), attribute.String("code", code.String())))
 }
 
 // hitKey is the counter key of one limit for one request descriptor: the

@@ -14,6 +14,8 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // RedisOptions configures a [RedisStore]. Zero fields mean defaults.
@@ -45,6 +47,9 @@ type RedisOptions struct {
 	OpenFor time.Duration
 	// Logger receives breaker transitions; default discards.
 	Logger *slog.Logger
+	// MeterProvider provides the circuit breaker and over-limit cache
+	// metrics; nil means none.
+	MeterProvider metric.MeterProvider
 }
 
 // Defaults of RedisOptions.
@@ -133,6 +138,10 @@ type RedisStore struct {
 	cacheSize int64
 	running   atomic.Bool
 	cache     overCache
+
+	cacheLookups        metric.Int64Counter
+	cacheHit, cacheMiss []metric.AddOption
+	circuitOpens        metric.Int64Counter
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -194,8 +203,10 @@ func NewRedisStore(opts *RedisOptions) (*RedisStore, error) {
 		// windows and may be a test's fake clock.
 		breaker: newBreaker(o.FailureThreshold, o.OpenFor, time.Now),
 	}
+	s.instrument(o.MeterProvider)
 	s.breaker.onChange = func(open bool, failures int) {
 		if open {
+			s.circuitOpens.Add(context.Background(), 1)
 			s.log.Warn("ratelimit: redis circuit open", logKeyFailures, failures, logKeyOpenFor, o.OpenFor)
 		} else {
 			s.log.Info("ratelimit: redis circuit closed")
@@ -212,6 +223,42 @@ func NewRedisStore(opts *RedisOptions) (*RedisStore, error) {
 		s.route = routeHashTag
 	}
 	return s, nil
+}
+
+// instrument creates the store's instruments: the breaker's state as a
+// gauge (1 for the current state, 0 for the others), its openings, and the
+// over-limit cache's lookups.
+func (s *RedisStore) instrument(mp metric.MeterProvider) {
+	m := meter(mp)
+	s.cacheLookups, _ = m.Int64Counter(metricOverLimitCache, metric.WithUnit("{lookup}"),
+		metric.WithDescription("Requests checked against the over-limit cache, by result: a hit is answered without Redis."))
+	s.cacheHit = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "hit")))}
+	s.cacheMiss = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "miss")))}
+	s.circuitOpens, _ = m.Int64Counter(metricCircuitOpenings, metric.WithUnit("{opening}"),
+		metric.WithDescription("Times the Redis circuit breaker opened."))
+	// No unit: "1" would make the Prometheus name end in _ratio.
+	gauge, err := m.Int64ObservableGauge(metricCircuitState,
+		metric.WithDescription("State of the Redis circuit breaker: 1 for the current state (closed, open, half_open), 0 for the others."))
+	if err != nil {
+		return
+	}
+	states := [...]string{stateClosed, stateOpen, stateHalfOpen}
+	var opts [len(states)]metric.ObserveOption
+	for i, st := range states {
+		opts[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("backend", "redis"), attribute.String("state", st)))
+	}
+	// The callback lives as long as the meter provider, as the store does.
+	_, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		cur := s.breaker.state()
+		for i, st := range states {
+			var v int64
+			if st == cur {
+				v = 1
+			}
+			o.ObserveInt64(gauge, v, opts[i])
+		}
+		return nil
+	}, gauge)
 }
 
 // NewRedisClient returns a client for a RedisStore whose Timeout is
@@ -306,7 +353,7 @@ func (s *RedisStore) Take(ctx context.Context, hits []Hit) ([]Outcome, error) {
 	if len(rhs) == 0 {
 		return out, nil
 	}
-	if s.fromCache(hits, out, now) {
+	if s.fromCache(ctx, hits, out, now) {
 		return out, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -511,12 +558,19 @@ func (s *RedisStore) run(ctx context.Context, keys []string, args []any, n int) 
 
 // fromCache answers the request from the over-limit cache if one of its
 // non-shadow hits is certain to be over its limit, filling out.
-func (s *RedisStore) fromCache(hits []Hit, out []Outcome, now int64) bool {
+func (s *RedisStore) fromCache(ctx context.Context, hits []Hit, out []Outcome, now int64) (answered bool) {
 	c := s.cache.acquire()
 	defer s.cache.release()
 	if c == nil {
 		return false
 	}
+	defer func() {
+		if answered {
+			s.cacheLookups.Add(ctx, 1, s.cacheHit...)
+		} else {
+			s.cacheLookups.Add(ctx, 1, s.cacheMiss...)
+		}
+	}()
 	var rejected bool
 	var overBuf [8]bool
 	over := overBuf[:0]

@@ -9,9 +9,12 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis-mcp/portcullis/identity"
 	"github.com/portcullis-mcp/portcullis/internal/config"
+	"github.com/portcullis-mcp/portcullis/internal/telemetry"
 )
 
 // authn is the identity stage a configuration describes.
@@ -34,11 +37,17 @@ type runner interface {
 // buildAuthn builds the identity stage; rdb, when not nil, keeps the
 // lockout counters so replicas share them.
 func buildAuthn(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Logger) (*authn, error) {
+	return buildAuthnWith(cfg, rdb, logger, nil)
+}
+
+// buildAuthnWith is buildAuthn with the providers' metrics and traces going
+// to tel (nil: none).
+func buildAuthnWith(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Logger, tel *telemetry.Providers) (*authn, error) {
 	a := cfg.Authn
 	out := &authn{metadata: resourceMetadata(cfg)}
 	var providers []identity.Provider
 	for i, pc := range a.Providers {
-		p, err := buildProvider(cfg, pc, logger)
+		p, err := buildProvider(cfg, pc, logger, tel)
 		if err != nil {
 			return nil, fmt.Errorf("authn.providers[%d] (%s): %w", i, pc.Name, err)
 		}
@@ -92,7 +101,14 @@ func resourceMetadata(cfg *config.Config) identity.ResourceMetadata {
 	return m
 }
 
-func buildProvider(cfg *config.Config, pc config.Provider, logger *slog.Logger) (identity.Provider, error) {
+func buildProvider(cfg *config.Config, pc config.Provider, logger *slog.Logger, tel *telemetry.Providers) (identity.Provider, error) {
+	var (
+		mp metric.MeterProvider
+		tp trace.TracerProvider
+	)
+	if tel != nil {
+		mp, tp = tel.Meter, tel.Tracer
+	}
 	switch {
 	case pc.JWT != nil:
 		j := pc.JWT
@@ -115,7 +131,9 @@ func buildProvider(cfg *config.Config, pc config.Provider, logger *slog.Logger) 
 				Scopes:   j.Claims["scopes"],
 				ClientID: j.Claims["client_id"],
 			},
-			Logger: logger,
+			Logger:         logger,
+			MeterProvider:  mp,
+			TracerProvider: tp,
 		})
 	case pc.APIKey != nil:
 		return identity.NewAPIKey(&identity.APIKeyOptions{Name: pc.Name, Header: pc.APIKey.Header, KeysFile: cfg.Path(pc.APIKey.KeysFile), Logger: logger})
@@ -126,19 +144,21 @@ func buildProvider(cfg *config.Config, pc config.Provider, logger *slog.Logger) 
 			return nil, fmt.Errorf("client_secret_file: %w", err)
 		}
 		return identity.NewIntrospection(&identity.IntrospectionOptions{
-			Name:         pc.Name,
-			URL:          in.URL,
-			ClientID:     in.ClientID,
-			ClientSecret: strings.TrimSpace(string(secret)),
-			CacheTTL:     in.CacheTTL.Std(),
-			Timeout:      in.Timeout.Std(),
-			Audiences:    in.Audiences,
-			Logger:       logger,
+			Name:           pc.Name,
+			URL:            in.URL,
+			ClientID:       in.ClientID,
+			ClientSecret:   strings.TrimSpace(string(secret)),
+			CacheTTL:       in.CacheTTL.Std(),
+			Timeout:        in.Timeout.Std(),
+			Audiences:      in.Audiences,
+			Logger:         logger,
+			MeterProvider:  mp,
+			TracerProvider: tp,
 		})
 	case pc.MTLS != nil:
 		return identity.NewMTLS(&identity.MTLSOptions{Name: pc.Name, TrustDomain: pc.MTLS.TrustDomain})
 	case pc.Basic != nil:
-		return identity.NewBasic(&identity.BasicOptions{Name: pc.Name, UsersFile: cfg.Path(pc.Basic.UsersFile), Logger: logger})
+		return identity.NewBasic(&identity.BasicOptions{Name: pc.Name, UsersFile: cfg.Path(pc.Basic.UsersFile), Logger: logger, MeterProvider: mp})
 	}
 	return nil, fmt.Errorf("no provider kind set")
 }

@@ -52,18 +52,34 @@ func mcpCmd(ctx context.Context, args []string, getenv func(string) string, stdi
 	if err != nil {
 		return usageError{err}
 	}
-	return runMCP(ctx, cfg, *transport, logger, stdin, stdout, nil)
+	audit, closeAudit, err := auditLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	return runMCPWith(ctx, cfg, *transport, logger, audit, stdin, stdout, nil)
 }
 
 // runMCP serves the MCP server on transport until ctx ends; for http, ready
-// (when not nil) receives the bound address.
+// (when not nil) receives the bound address. The audit stream goes where
+// the configuration says, stderr being the process's.
 func runMCP(ctx context.Context, cfg *config.Config, transport string, logger *slog.Logger, stdin io.Reader, stdout io.Writer, ready chan<- net.Addr) error {
+	audit, closeAudit, err := auditLogger(cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	return runMCPWith(ctx, cfg, transport, logger, audit, stdin, stdout, ready)
+}
+
+// runMCPWith is runMCP with the audit stream given (nil: none).
+func runMCPWith(ctx context.Context, cfg *config.Config, transport string, logger, audit *slog.Logger, stdin io.Reader, stdout io.Writer, ready chan<- net.Addr) error {
 	tel, err := telemetry.Setup(ctx, cfg.Telemetry.ServiceName)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
-	po := policyOptions(cfg, logger.With(slog.String("component", "policy")), nil)
+	po := policyOptions(cfg, logger.With(slog.String("component", "policy")), tel.Meter)
 	po.TracerProvider = tel.Tracer
 	engine, err := policy.New(ctx, po)
 	if err != nil {
@@ -92,7 +108,8 @@ func runMCP(ctx context.Context, cfg *config.Config, transport string, logger *s
 		upstreams[i] = mcpserver.UpstreamOptions{Name: u.Name, Command: u.Command, Args: u.Args, Env: env, Cwd: cfg.Path(u.Cwd),
 			URL: u.URL, Headers: u.Headers, CallTimeout: u.Timeout.Std()}
 	}
-	bridge, err := mcpserver.NewBridge(&mcpserver.BridgeOptions{Upstreams: upstreams, Logger: logger.With(slog.String("component", "bridge"))})
+	bridge, err := mcpserver.NewBridge(&mcpserver.BridgeOptions{Upstreams: upstreams, Logger: logger.With(slog.String("component", "bridge")),
+		MeterProvider: tel.Meter})
 	if err != nil {
 		return usageError{fmt.Errorf("mcp.upstreams: %w", err)}
 	}
@@ -111,16 +128,36 @@ func runMCP(ctx context.Context, cfg *config.Config, transport string, logger *s
 		ResourceMetadata:    resourceMetadata(cfg).JSON(),
 		ResourceMetadataURL: cfg.Authn.ResourceMetadataURL,
 		Extra:               bridge.Attach,
+		KnownTool:           bridge.HasTool,
 		Logger:              logger.With(slog.String("component", "mcp")),
-		Audit:               logger.With(slog.String("log", "audit")),
+		Audit:               audit,
+		MeterProvider:       tel.Meter,
 	})
 	if err != nil {
 		return usageError{err}
 	}
 
+	// portcullis mcp has no admin listener: its Prometheus text is served
+	// where OpenTelemetry's Prometheus exporter would listen, when asked.
+	var metricsLis net.Listener
+	if addr, ok := telemetry.PrometheusAddr(); ok {
+		if metricsLis, err = (&net.ListenConfig{}).Listen(ctx, "tcp", addr); err != nil {
+			return fmt.Errorf("OTEL_METRICS_EXPORTER=prometheus: %w", err)
+		}
+		logger.Info("serving metrics", slog.String("http", metricsLis.Addr().String()), slog.String("endpoint", "/metrics"))
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return engine.Run(gctx) })
 	g.Go(func() error { return bridge.Run(gctx) })
+	if metricsLis != nil {
+		ms := &http.Server{Handler: metricsMux(tel.MetricsHandler), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error { return serveHTTP(ms, metricsLis) })
+		g.Go(func() error {
+			<-gctx.Done()
+			return ms.Shutdown(context.WithoutCancel(gctx))
+		})
+	}
 	if transport == "stdio" {
 		g.Go(func() error {
 			err := srv.RunStdio(gctx, stdin, stdout)
@@ -155,6 +192,13 @@ func runMCP(ctx context.Context, cfg *config.Config, transport string, logger *s
 }
 
 var errStdioDone = errors.New("stdio session ended")
+
+// metricsMux serves metrics at /metrics and nothing else.
+func metricsMux(metrics http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	return mux
+}
 
 // identityKey is the key that verifies x-portcullis-identity: the public
 // half of authn.identity_token.key_file when this configuration has it,

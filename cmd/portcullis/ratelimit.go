@@ -25,7 +25,7 @@ func buildRateLimit(cfg *config.Config, client redis.UniversalClient, logger *sl
 	out := &rateLimit{}
 	var store ratelimit.Store
 	if client != nil {
-		rs, err := ratelimit.NewRedisStore(&ratelimit.RedisOptions{Client: client, Timeout: r.Redis.Timeout.Std(), Logger: logger})
+		rs, err := ratelimit.NewRedisStore(&ratelimit.RedisOptions{Client: client, Timeout: r.Redis.Timeout.Std(), Logger: logger, MeterProvider: mp})
 		if err != nil {
 			return nil, err
 		}

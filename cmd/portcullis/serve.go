@@ -46,15 +46,59 @@ func serveCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return usageError{err}
 	}
-	return serve(ctx, cfg, logger, nil)
+	audit, closeAudit, err := auditLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	return serveWith(ctx, cfg, logger, audit, nil)
 }
 
 // listeners are the addresses serve bound, reported once they are open.
 type listeners struct{ grpc, admin net.Addr }
 
 // serve runs the gRPC and admin servers until ctx ends, then stops them
-// gracefully. When ready is not nil, it receives the bound addresses.
+// gracefully. When ready is not nil, it receives the bound addresses. The
+// audit stream goes where the configuration says, stderr being the
+// process's.
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready chan<- listeners) error {
+	audit, closeAudit, err := auditLogger(cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	return serveWith(ctx, cfg, logger, audit, ready)
+}
+
+// auditLogger opens the audit stream telemetry.audit configures: stderr
+// (the given writer), a file (appended to, created 0600: the records name
+// callers), or none (a nil logger). The returned func closes the file.
+func auditLogger(cfg *config.Config, stderr io.Writer) (*slog.Logger, func(), error) {
+	a := cfg.Telemetry.Audit
+	var w io.Writer
+	closeFn := func() {}
+	switch a.Output {
+	case config.AuditNone:
+		return nil, closeFn, nil
+	case config.AuditStderr, "":
+		w = stderr
+	default:
+		f, err := os.OpenFile(cfg.Path(a.Output), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("telemetry.audit.output: %w", err)
+		}
+		w, closeFn = f, func() { _ = f.Close() }
+	}
+	l, err := telemetry.NewAuditLogger(w, a.Format)
+	if err != nil {
+		closeFn()
+		return nil, nil, usageError{fmt.Errorf("telemetry.audit.format: %w", err)}
+	}
+	return l, closeFn, nil
+}
+
+// serveWith is serve with the audit stream given (nil: none).
+func serveWith(ctx context.Context, cfg *config.Config, logger, audit *slog.Logger, ready chan<- listeners) error {
 	tel, err := telemetry.Setup(ctx, cfg.Telemetry.ServiceName)
 	if err != nil {
 		return err
@@ -75,7 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		}
 		defer rdb.Close()
 	}
-	an, err := buildAuthn(cfg, rdb, logger.With(slog.String("component", "identity")))
+	an, err := buildAuthnWith(cfg, rdb, logger.With(slog.String("component", "identity")), tel)
 	if err != nil {
 		return usageError{err}
 	}
@@ -89,8 +133,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		MaxHeaderBytes:      cfg.ExtAuthz.MaxHeaderBytes,
 		ResourceMetadataURL: cfg.Authn.ResourceMetadataURL,
 		Logger:              logger.With(slog.String("component", "extauthz")),
+		Audit:               audit,
 		Tracer:              tel.Tracer,
 		Propagator:          tel.Propagator,
+		RecordSubject:       cfg.Telemetry.RecordSubject,
+		MeterProvider:       mp,
 	})
 
 	rl, err := buildRateLimit(cfg, rdb, logger.With(slog.String("component", "ratelimit")), mp)

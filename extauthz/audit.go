@@ -1,0 +1,113 @@
+package extauthz
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portcullis-mcp/portcullis/internal/telemetry"
+)
+
+// Audit record keys. mcpserver's tool call records use the same ones, so
+// a decision and the tool call it let through can be joined on
+// decision_id.
+const (
+	auditDecisionID    = "decision_id"
+	auditTraceID       = "trace_id"
+	auditOutcome       = "outcome"
+	auditReason        = "reason"
+	auditPolicyReason  = "policy_reason"
+	auditDryRun        = "dry_run"
+	auditStatus        = "status"
+	auditSubject       = "subject"
+	auditClientID      = "client_id"
+	auditProvider      = "provider"
+	auditKind          = "kind"
+	auditSourceAddress = "source_address"
+	auditMCPMethod     = "mcp_method"
+	auditMCPName       = "mcp_name"
+	auditArgsSHA256    = "args_sha256"
+	auditLatencyMS     = "latency_ms"
+)
+
+// finish ends the Check span, counts the decision and writes its audit
+// record, once the answer is known (a recovered panic included).
+func (s *Server) finish(ctx context.Context, span trace.Span, req *authv3.CheckRequest, c *check, resp *authv3.CheckResponse) {
+	defer func() {
+		if p := recover(); p != nil { // the answer is made: a bug here must not crash the server
+			s.logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "panic recording a decision",
+				slog.String("decision_id", c.decisionID), slog.Any("panic", p))
+		}
+	}()
+	elapsed := time.Since(c.start)
+	result, reason := c.outcome(resp)
+	if span != nil {
+		s.endCheckSpan(span, c, resp, result, req.GetAttributes().GetRequest().GetHttp().GetMethod())
+	}
+	s.metrics.record(ctx, decisionLabels{result: result, reason: reason, provider: c.provider, method: methodLabel(c.r)}, elapsed)
+	if s.audit != nil {
+		s.writeAudit(ctx, req, c, resp, result, reason, elapsed)
+	}
+}
+
+// writeAudit writes the audit record of one Check: who asked for which MCP
+// call from where, what was answered and why, and how long it took. The
+// arguments are recorded as their SHA-256 (telemetry.ArgumentsDigest),
+// never as values; no header is recorded.
+func (s *Server) writeAudit(ctx context.Context, req *authv3.CheckRequest, c *check, resp *authv3.CheckResponse, result, reason string, elapsed time.Duration) {
+	// The record carries the trace id itself; the handler gets no span, so
+	// a handler adding trace ids does not add them twice.
+	hctx := context.Background()
+	h := s.audit.Handler()
+	if !h.Enabled(hctx, slog.LevelInfo) {
+		return
+	}
+	status := http.StatusOK
+	if dr := resp.GetDeniedResponse(); dr != nil {
+		status = int(dr.GetStatus().GetCode())
+	}
+	traceID := ""
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		traceID = sc.TraceID().String()
+	}
+	rec := slog.NewRecord(c.start, slog.LevelInfo, "decision", 0)
+	rec.AddAttrs(
+		slog.String(auditDecisionID, c.decisionID),
+		slog.String(auditTraceID, traceID),
+		slog.String(auditOutcome, result),
+		slog.String(auditReason, reason),
+		slog.Int(auditStatus, status),
+		slog.String(auditSourceAddress, req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()),
+	)
+	if d := c.decision; d != nil {
+		if d.Reason != "" {
+			rec.AddAttrs(slog.String(auditPolicyReason, d.Reason))
+		}
+		if d.DryRun {
+			rec.AddAttrs(slog.Bool(auditDryRun, true))
+		}
+	}
+	if r := c.r; r != nil {
+		id := &r.in.Identity
+		rec.AddAttrs(
+			slog.String(auditSubject, id.Subject),
+			slog.String(auditClientID, id.ClientID),
+			slog.String(auditProvider, c.provider),
+			slog.String(auditKind, id.Kind),
+		)
+		if call := r.in.MCP; call != nil {
+			rec.AddAttrs(slog.String(auditMCPMethod, call.Method), slog.String(auditMCPName, call.Name))
+			if call.Method == "tools/call" || call.Method == "prompts/get" {
+				rec.AddAttrs(slog.String(auditArgsSHA256, telemetry.ArgumentsDigest(call.Arguments)))
+			}
+		}
+	} else if c.provider != "" {
+		rec.AddAttrs(slog.String(auditProvider, c.provider))
+	}
+	rec.AddAttrs(slog.Float64(auditLatencyMS, float64(elapsed.Microseconds())/1000))
+	_ = h.Handle(hctx, rec)
+}

@@ -1,0 +1,129 @@
+package ratelimit_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/google/go-cmp/cmp"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/portcullis-mcp/portcullis/ratelimit"
+)
+
+// points returns the values of the metric name by attributes ("k=v,k=v",
+// sorted): sums as they are, histograms as their counts.
+func points(t *testing.T, r *sdkmetric.ManualReader, name string) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	key := func(kvs []attribute.KeyValue) string {
+		parts := make([]string, 0, len(kvs))
+		for _, kv := range kvs {
+			parts = append(parts, string(kv.Key)+"="+kv.Value.String())
+		}
+		slices.Sort(parts)
+		return strings.Join(parts, ",")
+	}
+	out := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					out[key(dp.Attributes.ToSlice())] += dp.Value
+				}
+			case metricdata.Histogram[float64]:
+				for _, dp := range d.DataPoints {
+					out[key(dp.Attributes.ToSlice())] += int64(dp.Count)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestServiceNearLimitAndStoreMetrics: near_limit counts admitted hits past
+// 80% of the limit, as envoyproxy/ratelimit does; every store answer is
+// timed by backend.
+func TestServiceNearLimitAndStoreMetrics(t *testing.T) {
+	cfg, err := ratelimit.ParseConfig(map[string][]byte{"mcp.yaml": []byte(`
+domain: mcp
+descriptors:
+  - key: subject
+    rate_limit: { unit: minute, requests_per_unit: 5 }
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	svc := ratelimit.NewService(ratelimit.NewMemoryStore(nil), &ratelimit.ServiceOptions{MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	svc.SetConfig(cfg)
+	var codes []string
+	for range 6 { // 1..5 admitted (the 5th past 4 of 5), the 6th over
+		resp, err := svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "mcp",
+			Descriptors: []*rlcommonv3.RateLimitDescriptor{desc("subject=alice")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes = append(codes, resp.GetOverallCode().String())
+	}
+	if diff := cmp.Diff([]string{"OK", "OK", "OK", "OK", "OK", "OVER_LIMIT"}, codes); diff != "" {
+		t.Fatalf("codes (-want +got):\n%s", diff)
+	}
+	for name, want := range map[string]map[string]int64{
+		"portcullis.ratelimit.near_limit":     {"domain=mcp,key=subject": 1},
+		"portcullis.ratelimit.over_limit":     {"domain=mcp,key=subject": 1},
+		"portcullis.ratelimit.store.duration": {"backend=memory": 6},
+		"portcullis.ratelimit.requests":       {"code=OK,domain=mcp": 5, "code=OVER_LIMIT,domain=mcp": 1},
+	} {
+		if diff := cmp.Diff(want, points(t, reader, name)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
+	}
+}
+
+// erringStore fails every Take with err.
+type erringStore struct{ err error }
+
+func (f erringStore) Take(context.Context, []ratelimit.Hit) ([]ratelimit.Outcome, error) {
+	return nil, f.err
+}
+
+func TestServiceStoreErrorMetrics(t *testing.T) {
+	cfg, err := ratelimit.ParseConfig(map[string][]byte{"mcp.yaml": []byte(serviceConfig)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	for _, e := range []error{
+		fmt.Errorf("%w: redis: %w", ratelimit.ErrStoreUnavailable, context.DeadlineExceeded),
+		fmt.Errorf("%w: redis: connection refused", ratelimit.ErrStoreUnavailable),
+	} {
+		svc := ratelimit.NewService(erringStore{e}, &ratelimit.ServiceOptions{FailOpen: true, MeterProvider: mp})
+		svc.SetConfig(cfg)
+		if _, err := svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "mcp",
+			Descriptors: []*rlcommonv3.RateLimitDescriptor{desc("subject=alice")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]int64{"backend=custom,reason=timeout": 1, "backend=custom,reason=error": 1}
+	if diff := cmp.Diff(want, points(t, reader, "portcullis.ratelimit.store_errors")); diff != "" {
+		t.Errorf("store errors (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]int64{"domain=mcp": 2}, points(t, reader, "portcullis.ratelimit.failure_mode_allowed")); diff != "" {
+		t.Errorf("failure mode allowed (-want +got):\n%s", diff)
+	}
+}
