@@ -10,17 +10,19 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/portcullis-mcp/portcullis/internal/grpcopts"
 )
 
 // NewNullServer returns a gRPC server with the services of `portcullis
 // serve` — Authorization, RateLimitService, health, reflection — that
 // answer OK at once: the fastest any implementation of these APIs can be
 // on this machine, with this gRPC, over this loopback. It is built with the
-// same server options as `portcullis serve` without TLS; the OpenTelemetry
+// same server options as `portcullis serve` (internal/grpcopts) without TLS; the OpenTelemetry
 // stats handler that serve adds is left out on purpose, as its cost is
 // part of what Portcullis is measured for.
 func NewNullServer() *grpc.Server {
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpcopts.Server()...)
 	authv3.RegisterAuthorizationServer(gs, nullAuthz{})
 	rlsv3.RegisterRateLimitServiceServer(gs, nullRateLimit{})
 	hs := health.NewServer()

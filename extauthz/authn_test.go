@@ -180,8 +180,11 @@ func TestCheckAllowedIdentity(t *testing.T) {
 			}
 		}
 		c, err := identity.VerifyIdentityToken(set[HeaderIdentity], signer.PublicKey(), "https://mcp.example.com/mcp", time.Now())
-		if err != nil || c.Subject != "alice" || c.MCPMethod != "tools/call" || c.MCPName != "fs.read" || c.ID != resp.GetDynamicMetadata().AsMap()[MetaDecisionID] {
+		if err != nil || c.Subject != "alice" || c.MCPMethod != "tools/call" || c.MCPName != "fs.read" {
 			t.Errorf("identity token: %+v, %v", c, err)
+		}
+		if set[HeaderDecisionID] == "" || set[HeaderDecisionID] != resp.GetDynamicMetadata().AsMap()[MetaDecisionID] {
+			t.Errorf("%s = %q, want the decision id %v", HeaderDecisionID, set[HeaderDecisionID], resp.GetDynamicMetadata().AsMap()[MetaDecisionID])
 		}
 		removed := slices.Contains(ok.GetHeadersToRemove(), "authorization")
 		if removed == forward {

@@ -27,6 +27,11 @@ const (
 	HeaderScopes         = "x-portcullis-scopes"
 	HeaderProvider       = "x-portcullis-provider"
 	HeaderIdentity       = "x-portcullis-identity"
+	// HeaderDecisionID names the decision that let the request through,
+	// for joining the MCP server's audit records to the gateway's. The
+	// identity token is reused across requests (identity.Signer.Token), so
+	// the id travels beside it.
+	HeaderDecisionID = "x-portcullis-decision-id"
 )
 
 // Dynamic metadata keys, under the ext_authz filter's namespace: the
@@ -67,9 +72,10 @@ func (s *Server) okResponse(r *request, d *policy.Decision, decisionID string) *
 		if c := r.in.MCP; c != nil {
 			method, name = c.Method, c.Name
 		}
-		if tok, err := s.opts.Signer.Sign(&r.in.Identity, method, name, decisionID); err == nil {
-			ok.Headers = append(ok.Headers, headerOption(HeaderIdentity, tok, false))
-			set[HeaderIdentity] = true
+		if tok, err := s.opts.Signer.Token(&r.in.Identity, method, name); err == nil {
+			ok.Headers = append(ok.Headers, headerOption(HeaderIdentity, tok, false),
+				headerOption(HeaderDecisionID, decisionID, false))
+			set[HeaderIdentity], set[HeaderDecisionID] = true, true
 		}
 	}
 	// Envoy applies headers_to_remove after the headers above: remove only

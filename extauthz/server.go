@@ -34,7 +34,7 @@ type Authenticator interface {
 // IdentitySigner signs the x-portcullis-identity token. *identity.Signer is
 // one.
 type IdentitySigner interface {
-	Sign(id *policy.Identity, mcpMethod, mcpName, decisionID string) (string, error)
+	Token(id *policy.Identity, mcpMethod, mcpName string) (string, error)
 }
 
 // Options configure a [Server]. The zero value is usable.

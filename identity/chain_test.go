@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -261,5 +262,57 @@ func BenchmarkSign(b *testing.B) {
 		if _, err := s.Sign(id, "tools/call", "fs.read", "0b7c6a52-3c59-4a8e-9d7e-0a4f1b2c3d4e"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestSignerTokenReuse(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	now := time.Unix(1_700_000_000, 0)
+	s, err := NewSigner(SignerOptions{Key: key, TTL: time.Minute, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := &policy.Identity{Authenticated: true, Provider: "corp", Kind: policy.KindJWT, Subject: "alice", Roles: []string{"dev"}}
+	token := func(id *policy.Identity, method, name string) string {
+		t.Helper()
+		tok, err := s.Token(id, method, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := VerifyIdentityToken(tok, s.PublicKey(), "", now)
+		if err != nil || c.Subject != id.Subject || c.MCPMethod != method || c.MCPName != name || !slices.Equal(c.Roles, id.Roles) {
+			t.Fatalf("token for %s %s %s: %+v, %v", id.Subject, method, name, c, err)
+		}
+		return tok
+	}
+	first := token(id, "tools/call", "echo")
+	now = now.Add(29 * time.Second)
+	if token(id, "tools/call", "echo") != first {
+		t.Error("the same caller and call within half the TTL got a new token")
+	}
+	// Anything the token says makes another token.
+	for _, other := range []struct {
+		id           *policy.Identity
+		method, name string
+	}{
+		{id, "tools/call", "hash"},
+		{id, "prompts/get", "echo"},
+		{&policy.Identity{Authenticated: true, Provider: "corp", Kind: policy.KindJWT, Subject: "bob", Roles: []string{"dev"}}, "tools/call", "echo"},
+		{&policy.Identity{Authenticated: true, Provider: "corp", Kind: policy.KindJWT, Subject: "alice", Roles: []string{"dev", "ops"}}, "tools/call", "echo"},
+		{&policy.Identity{Authenticated: true, Provider: "corp", Kind: policy.KindJWT, Subject: "alice", Roles: []string{"devops"}}, "tools/call", "echo"},
+		{&policy.Identity{Authenticated: true, Provider: "corp", Kind: policy.KindJWT, Subject: "alice", Scopes: []string{"dev"}}, "tools/call", "echo"},
+	} {
+		if token(other.id, other.method, other.name) == first {
+			t.Errorf("%+v %s %s got alice's echo token", other.id, other.method, other.name)
+		}
+	}
+	// Past half the TTL a fresh token keeps receivers at least TTL/2.
+	now = now.Add(2 * time.Second)
+	fresh := token(id, "tools/call", "echo")
+	if fresh == first {
+		t.Error("a token past half its lifetime was reused")
+	}
+	if c, _ := VerifyIdentityToken(fresh, s.PublicKey(), "", now); c.ExpiresAt.Time.Sub(now) != time.Minute {
+		t.Errorf("the fresh token expires in %v", c.ExpiresAt.Time.Sub(now))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/portcullis-mcp/portcullis/internal/cache"
 	"github.com/portcullis-mcp/portcullis/policy"
 )
 
@@ -43,6 +45,8 @@ type Signer struct {
 	aud string
 	ttl time.Duration
 	now func() time.Time
+
+	tokens *cache.Map[string, cachedToken] // for Token
 }
 
 // IdentityClaims are the claims of an identity token.
@@ -73,7 +77,8 @@ func NewSigner(opts SignerOptions) (*Signer, error) {
 		opts.Now = time.Now
 	}
 	sum := sha256.Sum256(opts.Key.Public().(ed25519.PublicKey))
-	return &Signer{key: opts.Key, kid: base64.RawURLEncoding.EncodeToString(sum[:12]), aud: opts.Audience, ttl: opts.TTL, now: opts.Now}, nil
+	return &Signer{key: opts.Key, kid: base64.RawURLEncoding.EncodeToString(sum[:12]), aud: opts.Audience, ttl: opts.TTL, now: opts.Now,
+		tokens: cache.New[string, cachedToken](tokenCacheSize)}, nil
 }
 
 // LoadSigningKey reads an Ed25519 private key in PKCS #8 PEM ("PRIVATE
@@ -119,6 +124,57 @@ func (s *Signer) Sign(id *policy.Identity, mcpMethod, mcpName, decisionID string
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
 	t.Header["kid"] = s.kid
 	return t.SignedString(s.key)
+}
+
+// Token returns an identity token for id and one MCP call, reusing the
+// token it signed for the same caller and call while that token has at
+// least half its lifetime left: an Ed25519 signature then costs once per
+// caller and call every TTL/2 instead of once per request. The token's jti
+// is random; the decision that let a request through travels beside it
+// (extauthz's x-portcullis-decision-id).
+func (s *Signer) Token(id *policy.Identity, mcpMethod, mcpName string) (string, error) {
+	key := tokenKey(id, mcpMethod, mcpName)
+	now := s.now()
+	if e, ok := s.tokens.Get(key); ok && now.Before(e.reuseBefore) {
+		return e.token, nil
+	}
+	var jti [12]byte
+	_, _ = rand.Read(jti[:])
+	tok, err := s.Sign(id, mcpMethod, mcpName, base64.RawURLEncoding.EncodeToString(jti[:]))
+	if err != nil {
+		return "", err
+	}
+	s.tokens.Put(key, cachedToken{tok, now.Add(s.ttl / 2)})
+	return tok, nil
+}
+
+// tokenKey identifies what a token says: every claim but the times and
+// jti, each length-prefixed so that no two identities share a key.
+func tokenKey(id *policy.Identity, method, name string) string {
+	var b []byte
+	field := func(v string) {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	for _, v := range [...]string{id.Subject, id.Provider, id.Kind, id.ClientID, method, name} {
+		field(v)
+	}
+	for _, list := range [...][]string{id.Roles, id.Scopes} {
+		b = binary.AppendUvarint(b, uint64(len(list)))
+		for _, v := range list {
+			field(v)
+		}
+	}
+	return string(b)
+}
+
+// tokenCacheSize bounds the reusable tokens: distinct (caller, call) pairs
+// within half a TTL.
+const tokenCacheSize = 8192
+
+type cachedToken struct {
+	token       string
+	reuseBefore time.Time
 }
 
 // PublicKey returns the verification key.

@@ -96,14 +96,22 @@ func (s *Server) finishCall(ctx context.Context, a *auditRecord) {
 	_ = h.Handle(hctx, r)
 }
 
-// decisionID is the gateway's decision id for the call: the jti of its
-// identity token; empty without one (stdio).
+// decisionID is the gateway's decision id for a call that came with a
+// verified identity token: the x-portcullis-decision-id header ext_authz
+// sets beside the token (tokens are reused across calls), else the token's
+// jti; empty without a token (stdio).
 func decisionID(req mcp.Request) string {
-	if extra := req.GetExtra(); extra != nil && extra.TokenInfo != nil {
-		id, _ := extra.TokenInfo.Extra[ExtraTokenID].(string)
-		return id
+	extra := req.GetExtra()
+	if extra == nil || extra.TokenInfo == nil {
+		return ""
 	}
-	return ""
+	if extra.Header != nil {
+		if id := extra.Header.Get(HeaderDecisionID); id != "" {
+			return id
+		}
+	}
+	id, _ := extra.TokenInfo.Extra[ExtraTokenID].(string)
+	return id
 }
 
 // traceID is the trace id of the call: from the OpenTelemetry span in ctx,

@@ -2,6 +2,7 @@ package mcpserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"net/http"
 	"slices"
 
@@ -115,7 +116,7 @@ func (s *Server) withIdentity(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, policy.Anonymous())))
 			return
 		}
-		claims, err := identity.VerifyIdentityToken(tok, s.opts.IdentityKey, s.opts.Audience, s.now())
+		claims, err := s.verifyIdentity(tok)
 		if err != nil {
 			s.logger.LogAttrs(r.Context(), slogLevelInfo, "identity token refused", errAttr(err))
 			s.unauthorized(w, r, "invalid_token", "invalid identity token")
@@ -155,3 +156,20 @@ const (
 	transportHTTP  = "http"
 	transportStdio = "stdio"
 )
+
+// verifyIdentity checks an identity token, remembering good ones until they
+// expire: the gateway reuses a token for the same caller and call
+// (identity.Signer.Token), so most requests carry a token already verified
+// and skip the Ed25519 verification.
+func (s *Server) verifyIdentity(tok string) (*identity.IdentityClaims, error) {
+	now := s.now()
+	key := sha256.Sum256([]byte(tok))
+	if c, ok := s.verified.Get(key); ok && now.Before(c.ExpiresAt.Time) {
+		return c, nil
+	}
+	c, err := identity.VerifyIdentityToken(tok, s.opts.IdentityKey, s.opts.Audience, now)
+	if err == nil && c.ExpiresAt != nil {
+		s.verified.Put(key, c)
+	}
+	return c, err
+}

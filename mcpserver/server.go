@@ -3,6 +3,7 @@ package mcpserver
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,12 +13,23 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/portcullis-mcp/portcullis/identity"
+	"github.com/portcullis-mcp/portcullis/internal/cache"
 	"github.com/portcullis-mcp/portcullis/policy"
 )
 
 // HeaderIdentity is the header carrying the signed identity token that
 // ext_authz adds for the upstream (the same name as extauthz.HeaderIdentity).
 const HeaderIdentity = "x-portcullis-identity"
+
+// HeaderDecisionID carries the id of the gateway's decision for the request
+// (extauthz.HeaderDecisionID), recorded in the audit record of a tool call
+// that came with a verified identity token.
+const HeaderDecisionID = "x-portcullis-decision-id"
+
+// verifiedTokens bounds the cache of verified identity tokens: the gateway
+// reuses one token per caller and call for half its lifetime.
+const verifiedTokens = 8192
 
 // DefaultMaxBodyBytes is the request body limit when Options.MaxBodyBytes is 0.
 const DefaultMaxBodyBytes = 1 << 20
@@ -102,6 +114,8 @@ type Server struct {
 	handler http.Handler
 	builtin map[string]struct{} // names of the built-in tools
 	metrics *toolMetrics
+	// verified remembers good identity tokens until they expire.
+	verified *cache.Map[[sha256.Size]byte, *identity.IdentityClaims]
 }
 
 // New builds a Server from opts (nil means defaults); opts is copied.
@@ -123,7 +137,8 @@ func New(opts *Options) (*Server, error) {
 		return nil, errors.New("mcpserver: MaxBodyBytes must not be negative")
 	}
 	o.AllowedOrigins = append([]string(nil), o.AllowedOrigins...)
-	s := &Server{opts: o, logger: o.Logger, audit: o.Audit, now: o.Now, metrics: newToolMetrics(o.MeterProvider)}
+	s := &Server{opts: o, logger: o.Logger, audit: o.Audit, now: o.Now, metrics: newToolMetrics(o.MeterProvider),
+		verified: cache.New[[sha256.Size]byte, *identity.IdentityClaims](verifiedTokens)}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}

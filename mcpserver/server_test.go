@@ -545,3 +545,35 @@ func TestTraceID(t *testing.T) {
 		t.Errorf("traceID = %q", got)
 	}
 }
+
+// A verified identity token is remembered until it expires, and only it.
+func TestVerifiedIdentityCache(t *testing.T) {
+	signer, err := identity.NewSigner(identity.SignerOptions{Audience: testAudience})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	s := newServer(t, &Options{IdentityKey: signer.PublicKey(), Audience: testAudience, RequireIdentity: true, Now: func() time.Time { return now }})
+	tok, err := signer.Token(&policy.Identity{Authenticated: true, Kind: policy.KindJWT, Subject: "alice"}, "tools/call", "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if c, err := s.verifyIdentity(tok); err != nil || c.Subject != "alice" {
+			t.Fatalf("verification %d: %v %v", i+1, c, err)
+		}
+	}
+	if n := s.verified.Len(); n != 1 {
+		t.Errorf("%d cached tokens, want 1", n)
+	}
+	// A token differing in one byte of its signature is verified, and fails.
+	forged := tok[:len(tok)-2] + map[bool]string{true: "A", false: "B"}[tok[len(tok)-2] != 'A'] + tok[len(tok)-1:]
+	if _, err := s.verifyIdentity(forged); err == nil {
+		t.Error("a forged token passed")
+	}
+	// Past its expiry the cached token is refused.
+	now = now.Add(2 * time.Minute)
+	if _, err := s.verifyIdentity(tok); err == nil {
+		t.Error("an expired token passed from the cache")
+	}
+}

@@ -254,27 +254,6 @@ decision := {"allowed": time.now_ns() > 0}`)
 	}
 }
 
-func TestDecisionCacheBound(t *testing.T) {
-	c := newDecisionCache(32)
-	for i := range 1000 {
-		var k [32]byte
-		k[0], k[1] = byte(i), byte(i>>8)
-		c.put(k, Decision{Cost: int64(i)})
-	}
-	n := 0
-	for i := range c.shards {
-		n += len(c.shards[i].m)
-	}
-	if n > 32 {
-		t.Errorf("%d entries, want at most 32", n)
-	}
-	var k [32]byte
-	k[0], k[1] = 999&0xff, 999>>8
-	if d, ok := c.get(k); !ok || d.Cost != 999 {
-		t.Errorf("the latest entry: %+v %v", d, ok)
-	}
-}
-
 // at must return exactly what the policy sees at a path: the cache key is
 // built from it, the evaluation from value().
 func TestInputAtAgreesWithValue(t *testing.T) {

@@ -272,7 +272,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
 	var key [sha256.Size]byte
 	if c.cache != nil {
 		key = c.fp.key(in.at)
-		if hit, ok := c.cache.get(key); ok {
+		if hit, ok := c.cache.Get(key); ok {
 			e.cacheHits.Add(ctx, 1, e.cacheHit)
 			if span != nil {
 				span.SetAttributes(attribute.Bool("portcullis.policy.cache_hit", true))
@@ -292,7 +292,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
 	if err != nil {
 		err = fmt.Errorf("evaluate %s: %w", e.query, err)
 	} else if c.cache != nil {
-		c.cache.put(key, d)
+		c.cache.Put(key, d)
 	}
 	if e.opts.DryRun {
 		return e.dryRun(in, d, err), nil

@@ -85,6 +85,15 @@ func (e *ConfigError) Error() string {
 	return e.File + ": " + e.Path + ": " + e.Message
 }
 
+// HasDomain reports whether domain is configured.
+func (c *Config) HasDomain(domain string) bool {
+	if c == nil {
+		return false
+	}
+	_, ok := c.domains[domain]
+	return ok
+}
+
 // Domains returns the configured domains, sorted.
 func (c *Config) Domains() []string {
 	if c == nil {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,7 +62,19 @@ type Service struct {
 	config atomic.Pointer[Config]
 
 	metrics serviceMetrics
+	// countOpts caches the attribute set of each (domain, code) for the
+	// requests counter; domains are configured ones or unknownDomain.
+	countOpts sync.Map // countKey → metric.AddOption
 }
+
+type countKey struct {
+	domain string
+	code   rlsv3.RateLimitResponse_Code
+}
+
+// unknownDomain is the metric label of a domain the configuration does not
+// have: domains come from the caller, and labels must stay a closed set.
+const unknownDomain = "_unknown"
 
 var _ rlsv3.RateLimitServiceServer = (*Service)(nil)
 
@@ -297,7 +310,16 @@ func (s *Service) endSpan(span trace.Span, domain string, descriptors int, resp 
 }
 
 func (s *Service) count(ctx context.Context, domain string, code rlsv3.RateLimitResponse_Code) {
-	s.metrics.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("domain", domain), attribute.String("code", code.String())))
+	if !s.config.Load().HasDomain(domain) {
+		domain = unknownDomain
+	}
+	key := countKey{domain, code}
+	opt, ok := s.countOpts.Load(key)
+	if !ok {
+		opt, _ = s.countOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("domain", domain), attribute.String("code", code.String()))))
+	}
+	s.metrics.requests.Add(ctx, 1, opt.(metric.AddOption))
 }
 
 // hitKey is the counter key of one limit for one request descriptor: the

@@ -82,11 +82,19 @@ descriptors:
 	if diff := cmp.Diff([]string{"OK", "OK", "OK", "OK", "OK", "OVER_LIMIT"}, codes); diff != "" {
 		t.Fatalf("codes (-want +got):\n%s", diff)
 	}
+	// Domains the configuration does not have share one label: the caller
+	// chooses them, and labels must stay a closed set.
+	for _, d := range []string{"x-1", "x-2", "x-3"} {
+		if _, err := svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: d,
+			Descriptors: []*rlcommonv3.RateLimitDescriptor{desc("subject=alice")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for name, want := range map[string]map[string]int64{
 		"portcullis.ratelimit.near_limit":     {"domain=mcp,key=subject": 1},
 		"portcullis.ratelimit.over_limit":     {"domain=mcp,key=subject": 1},
 		"portcullis.ratelimit.store.duration": {"backend=memory": 6},
-		"portcullis.ratelimit.requests":       {"code=OK,domain=mcp": 5, "code=OVER_LIMIT,domain=mcp": 1},
+		"portcullis.ratelimit.requests":       {"code=OK,domain=mcp": 5, "code=OVER_LIMIT,domain=mcp": 1, "code=OK,domain=_unknown": 3},
 	} {
 		if diff := cmp.Diff(want, points(t, reader, name)); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", name, diff)

@@ -28,6 +28,7 @@ import (
 	"github.com/portcullis-mcp/portcullis/extauthz"
 	"github.com/portcullis-mcp/portcullis/internal/admin"
 	"github.com/portcullis-mcp/portcullis/internal/config"
+	"github.com/portcullis-mcp/portcullis/internal/grpcopts"
 	"github.com/portcullis-mcp/portcullis/internal/telemetry"
 	"github.com/portcullis-mcp/portcullis/policy"
 )
@@ -145,7 +146,7 @@ func serveWith(ctx context.Context, cfg *config.Config, logger, audit *slog.Logg
 		return err
 	}
 
-	var opts []grpc.ServerOption
+	opts := grpcopts.Server()
 	if cfg.GRPC.TLS.CertFile != "" {
 		tc, err := serverTLS(cfg)
 		if err != nil {
