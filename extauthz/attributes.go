@@ -194,3 +194,85 @@ func viaProtojson(m protoreflect.Message) (any, error) {
 	err = dec.Decode(&v)
 	return v, err
 }
+
+// attributeAt is the value at path (lowerCamel keys, as in attributesMap)
+// in the attributes, without converting the rest: what
+// attributesMap(attrs) holds there, or false. It follows message fields by
+// JSON name and map fields by key; at a well-known type it converts that
+// value and goes on through the result.
+func attributeAt(attrs *authv3.AttributeContext, path []string) (any, bool) {
+	if attrs == nil {
+		return nil, false
+	}
+	m := attrs.ProtoReflect()
+	for i := 0; i < len(path); i++ {
+		if m.Descriptor().ParentFile().Package() == "google.protobuf" {
+			v, err := messageValue(m)
+			if err != nil {
+				return nil, false
+			}
+			return jsonValueAt(v, path[i:])
+		}
+		fd := m.Descriptor().Fields().ByJSONName(path[i])
+		if fd == nil || !m.Has(fd) {
+			return nil, false
+		}
+		v := m.Get(fd)
+		switch {
+		case fd.IsList():
+			if i < len(path)-1 {
+				return nil, false // a list has no keys
+			}
+			out, err := messageMap(m)
+			if err != nil {
+				return nil, false
+			}
+			return out[path[i]], true
+		case fd.IsMap():
+			if i == len(path)-1 {
+				out, err := messageMap(m)
+				if err != nil {
+					return nil, false
+				}
+				return out[path[i]], true
+			}
+			e := v.Map().Get(protoreflect.ValueOfString(path[i+1]).MapKey())
+			if !e.IsValid() {
+				return nil, false
+			}
+			i++
+			if fd.MapValue().Kind() != protoreflect.MessageKind {
+				if i < len(path)-1 {
+					return nil, false
+				}
+				s, err := singular(fd.MapValue(), e)
+				return s, err == nil
+			}
+			m = e.Message()
+		case fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind:
+			m = v.Message()
+		default:
+			if i < len(path)-1 {
+				return nil, false
+			}
+			s, err := singular(fd, v)
+			return s, err == nil
+		}
+	}
+	v, err := messageValue(m)
+	return v, err == nil
+}
+
+// jsonValueAt follows object keys through a JSON-like value.
+func jsonValueAt(v any, path []string) (any, bool) {
+	for _, k := range path {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = obj[k]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}

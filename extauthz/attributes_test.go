@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -83,6 +84,31 @@ func TestAttributesMatchProtojson(t *testing.T) {
 		}
 		if diff := cmp.Diff(viaJSON(t, attrs), got); diff != "" {
 			t.Errorf("case %d: attributes differ from protojson (-want +got):\n%s", i, diff)
+		}
+		checkAttributeAt(t, i, attrs, got)
+	}
+}
+
+// checkAttributeAt checks attributeAt against the whole map at every path
+// the map has, and at paths it does not.
+func checkAttributeAt(t *testing.T, i int, attrs *authv3.AttributeContext, full map[string]any) {
+	t.Helper()
+	var paths [][]string
+	var walk func(v any, p []string)
+	walk = func(v any, p []string) {
+		paths = append(paths, slices.Clone(p), append(slices.Clone(p), "nope"))
+		if m, ok := v.(map[string]any); ok {
+			for k, e := range m {
+				walk(e, append(slices.Clone(p), k))
+			}
+		}
+	}
+	walk(full, nil)
+	for _, p := range paths {
+		want, wantOK := jsonValueAt(full, p)
+		got, ok := attributeAt(attrs, p)
+		if ok != wantOK || !cmp.Equal(got, want) {
+			t.Errorf("case %d: attributeAt(%v) = %v, %v; the map has %v, %v", i, p, got, ok, want, wantOK)
 		}
 	}
 }

@@ -94,6 +94,19 @@ func (s *Server) buildInput(req *authv3.CheckRequest) (*request, *requestError) 
 		}
 	}
 
+	if len(h.GetHeaders()) > 0 && len(attrs.GetMetadataContext().GetTypedFilterMetadata()) == 0 &&
+		len(attrs.GetRouteMetadataContext().GetTypedFilterMetadata()) == 0 {
+		// The usual request: the attributes are converted when the policy
+		// reads them, and only what it reads when the decision comes from
+		// the cache. (Typed metadata holds Any values whose conversion can
+		// fail: those requests are converted now, to refuse them early.)
+		r.in.AttributesFunc = func() map[string]any {
+			m, _ := attributesMap(attrs) // cannot fail without typed metadata
+			return m
+		}
+		r.in.AttributeAt = func(path []string) (any, bool) { return attributeAt(attrs, path) }
+		return r, nil
+	}
 	if r.in.Attributes, err = attributesMap(attrs); err != nil {
 		return nil, badRequest(CodeInvalidRequest, ReasonInvalidRequest, "the check request cannot be encoded", nil)
 	}

@@ -11,6 +11,14 @@ type Input struct {
 	// form with lowerCamel names: request.http.headers, source.principal,
 	// contextExtensions, metadataContext, ...
 	Attributes map[string]any `json:"attributes"`
+	// AttributesFunc, when Attributes is nil, builds Attributes the first
+	// time a policy evaluation needs it whole (Eval then stores it in
+	// Attributes); AttributeAt reads one value at a path under attributes
+	// (lowerCamel keys) without building the rest, for the decision cache
+	// key. ext_authz sets both, so a decision answered from the cache never
+	// converts the whole CheckRequest. They must agree with each other.
+	AttributesFunc func() map[string]any             `json:"-"`
+	AttributeAt    func(path []string) (any, bool) `json:"-"`
 	// ParsedPath is the request path without its query, split on "/" and
 	// percent-decoded segment by segment: "/mcp" is ["mcp"].
 	ParsedPath []string `json:"parsed_path"`

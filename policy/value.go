@@ -27,6 +27,9 @@ func (in *Input) value() ast.Value {
 func (in *Input) field(k string) *ast.Term {
 	switch k {
 	case "attributes":
+		if in.Attributes == nil && in.AttributesFunc != nil {
+			in.Attributes = in.AttributesFunc()
+		}
 		return term(in.Attributes)
 	case "parsed_path":
 		return stringsTerm(in.ParsedPath)
@@ -67,6 +70,16 @@ func (in *Input) at(path []string) ast.Value {
 	var t *ast.Term
 	switch path[0] {
 	case "attributes":
+		if in.Attributes == nil && in.AttributeAt != nil && len(path) > 1 {
+			v, ok := in.AttributeAt(path[1:])
+			if !ok {
+				return nil
+			}
+			return term(v).Value
+		}
+		if in.Attributes == nil && in.AttributesFunc != nil {
+			in.Attributes = in.AttributesFunc()
+		}
 		t = goValueAt(in.Attributes, path[1:])
 		path = nil
 	case "parsed_body":
