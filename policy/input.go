@@ -17,7 +17,7 @@ type Input struct {
 	// (lowerCamel keys) without building the rest, for the decision cache
 	// key. ext_authz sets both, so a decision answered from the cache never
 	// converts the whole CheckRequest. They must agree with each other.
-	AttributesFunc func() map[string]any             `json:"-"`
+	AttributesFunc func() map[string]any           `json:"-"`
 	AttributeAt    func(path []string) (any, bool) `json:"-"`
 	// ParsedPath is the request path without its query, split on "/" and
 	// percent-decoded segment by segment: "/mcp" is ["mcp"].
