@@ -139,13 +139,21 @@ func runDev(ctx context.Context, o devOptions, stdout, stderr io.Writer, ready c
 		return usageError{fmt.Errorf("envoy bootstrap: %w", err)}
 	}
 
+	// One audit stream for both servers, on the stderr dev was given.
+	audit, closeAudit, err := auditLogger(cfg, stderr)
+	if err != nil {
+		issuerLis.Close()
+		return err
+	}
+	defer closeAudit()
+
 	g, gctx := errgroup.WithContext(ctx)
 	issuer := &http.Server{Handler: devIssuer(issuerURL, key), ReadHeaderTimeout: 5 * time.Second}
 	g.Go(func() error { return serveHTTP(issuer, issuerLis) })
 	g.Go(func() error { <-gctx.Done(); return issuer.Close() })
 
 	serveReady := make(chan listeners, 1)
-	g.Go(func() error { return serve(gctx, cfg, logger.With(slog.String("process", "serve")), serveReady) })
+	g.Go(func() error { return serveWith(gctx, cfg, logger.With(slog.String("process", "serve")), audit, serveReady) })
 	var ls listeners
 	select {
 	case ls = <-serveReady:
@@ -156,7 +164,7 @@ func runDev(ctx context.Context, o devOptions, stdout, stderr io.Writer, ready c
 	mcfg.MCP.IdentityJWKSURL = "http://" + ls.admin.String() + "/identity/jwks.json"
 	mcpReady := make(chan net.Addr, 1)
 	g.Go(func() error {
-		return runMCP(gctx, &mcfg, "http", logger.With(slog.String("process", "mcp")), nil, nil, mcpReady)
+		return runMCPWith(gctx, &mcfg, "http", logger.With(slog.String("process", "mcp")), audit, nil, nil, mcpReady)
 	})
 	var mcpAddr net.Addr
 	select {

@@ -71,9 +71,13 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	return serveWith(ctx, cfg, logger, audit, ready)
 }
 
+// auditFlushInterval bounds how long an audit record waits in its batch.
+const auditFlushInterval = 100 * time.Millisecond
+
 // auditLogger opens the audit stream telemetry.audit configures: stderr
 // (the given writer), a file (appended to, created 0600: the records name
-// callers), or none (a nil logger). The returned func closes the file.
+// callers), or none (a nil logger). The returned func flushes the records
+// and closes the file.
 func auditLogger(cfg *config.Config, stderr io.Writer) (*slog.Logger, func(), error) {
 	a := cfg.Telemetry.Audit
 	var w io.Writer
@@ -90,12 +94,15 @@ func auditLogger(cfg *config.Config, stderr io.Writer) (*slog.Logger, func(), er
 		}
 		w, closeFn = f, func() { _ = f.Close() }
 	}
-	l, err := telemetry.NewAuditLogger(w, a.Format)
+	// Records are batched (a write per record was a tenth of a Check's
+	// CPU); closing flushes them.
+	fw := telemetry.NewFlushingWriter(w, auditFlushInterval)
+	l, err := telemetry.NewAuditLogger(fw, a.Format)
 	if err != nil {
 		closeFn()
 		return nil, nil, usageError{fmt.Errorf("telemetry.audit.format: %w", err)}
 	}
-	return l, closeFn, nil
+	return l, func() { _ = fw.Close(); closeFn() }, nil
 }
 
 // serveWith is serve with the audit stream given (nil: none).
