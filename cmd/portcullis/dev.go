@@ -153,7 +153,9 @@ func runDev(ctx context.Context, o devOptions, stdout, stderr io.Writer, ready c
 	g.Go(func() error { <-gctx.Done(); return issuer.Close() })
 
 	serveReady := make(chan listeners, 1)
-	g.Go(func() error { return serveWith(gctx, cfg, logger.With(slog.String("process", "serve")), audit, serveReady) })
+	g.Go(func() error {
+		return serveWith(gctx, cfg, logger.With(slog.String("process", "serve")), audit, serveReady)
+	})
 	var ls listeners
 	select {
 	case ls = <-serveReady:
