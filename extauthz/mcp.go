@@ -62,15 +62,22 @@ package extauthz
 //
 // A truncated body is never read:
 //   - metadata present → the call from metadata (Truncated false, or true
-//     when the metadata is marked is_exceeding_limit);
+//     when the metadata is marked is_exceeding_limit). Metadata so marked
+//     was read from a prefix that may end before the params naming the
+//     target (or protocolVersion): their absence is then not an error; the
+//     call names the target of the Mcp-Name header when there is one
+//     (Source headers: only the client names it), else none;
 //   - else Mcp-Method present → Method and Name from the headers (Tool,
 //     Prompt or Resource set by the method), Source headers, Truncated true;
 //   - else → Method "", Source body, Truncated true.
 //
 // No body (an SSE GET, a session DELETE, an empty POST):
 //   - metadata present → the call from metadata;
+//   - else an empty POST → 400, -32600 invalid_request ("empty body"): a
+//     POST carries its JSON-RPC message, and Mcp-Method / Mcp-Name with
+//     nothing to check them against would have the policy decide a call
+//     that is not there;
 //   - else Mcp-Method present → the call from the headers;
-//   - else an empty POST → 400, -32600 invalid_request ("empty body");
 //   - else → Method "", Source headers.
 //
 // Metadata values are checked, never asserted: method must be a non-empty
@@ -183,6 +190,12 @@ func extractMCP(r *mcpRequest) (call *policy.MCP, body any, err *requestError) {
 		return callFromBody(r, &hdr, md)
 	case md != nil:
 		call, err := buildCall(md, policy.SourceMetadata, &hdr)
+		if err == nil && md.partial && call.Name == "" && hdr.hasName && methodTarget(call.Method) != targetNone {
+			// The prefix ended before the target: only the client's
+			// header names it.
+			setMCPTarget(call, methodTarget(call.Method), hdr.name)
+			call.Source = policy.SourceHeaders
+		}
 		if err == nil {
 			err = checkHeaders(call, &hdr)
 		}
@@ -192,7 +205,7 @@ func extractMCP(r *mcpRequest) (call *policy.MCP, body any, err *requestError) {
 		// Parsed from a prefix: a later duplicate key could say otherwise.
 		call.Truncated = md.partial
 		return call, nil, nil
-	case hdr.hasMethod:
+	case hdr.hasMethod && (r.Truncated || r.HTTPMethod != "POST"):
 		call, err := callFromHeaders(&hdr)
 		if err != nil {
 			return nil, nil, err
@@ -444,8 +457,11 @@ func buildCall(msg *mcpMessage, source string, hdr *mcpHeaders) (*policy.MCP, *r
 	}
 	t := methodTarget(msg.method)
 	if t != targetNone {
-		kind, name, _, ok := mcpTargetName(t, msg.params)
-		if !ok {
+		kind, name, present, ok := mcpTargetName(t, msg.params)
+		switch {
+		case !ok && msg.partial && !present:
+			// Metadata from a prefix that ended before the target.
+		case !ok:
 			switch t {
 			case targetTool, targetPrompt:
 				return nil, mcpInvalid(prefix+"params.name must be a non-empty string", msg.id)
@@ -454,8 +470,9 @@ func buildCall(msg *mcpMessage, source string, hdr *mcpHeaders) (*policy.MCP, *r
 			default:
 				return nil, mcpInvalid(prefix+"params.ref must be a prompt or resource reference", msg.id)
 			}
+		default:
+			setMCPTarget(call, kind, name)
 		}
-		setMCPTarget(call, kind, name)
 		if t == targetTool || t == targetPrompt {
 			if a, has := msg.params["arguments"]; has {
 				args, isObj := a.(map[string]any)
@@ -468,10 +485,12 @@ func buildCall(msg *mcpMessage, source string, hdr *mcpHeaders) (*policy.MCP, *r
 	}
 	if msg.method == "initialize" {
 		pv, ok := msg.params["protocolVersion"].(string)
-		if !ok {
+		if _, present := msg.params["protocolVersion"]; !ok && !(msg.partial && !present) {
 			return nil, mcpInvalid(prefix+"params.protocolVersion must be a string", msg.id)
 		}
-		call.ProtocolVersion = pv
+		if ok {
+			call.ProtocolVersion = pv
+		}
 	}
 	return call, nil
 }

@@ -259,10 +259,37 @@ func TestExtractMCP(t *testing.T) {
 			req: mcpRequest{HTTPMethod: "POST", Metadata: mdToolsCall, Headers: hdrs("mcp-session-id", "s2")},
 			want: &policy.MCP{Method: "tools/call", ID: num("7"), Name: "search", Tool: "search", SessionID: "s2",
 				Arguments: map[string]any{"q": "x", "n": float64(3)}, Source: policy.SourceMetadata}},
-		{name: "metadata from a body over the MCP filter's limit is not verified",
+		// The MCP filter read a prefix that ended before params.name (a
+		// tools/call of 10 MB through Envoy): the call goes to the policy
+		// as truncated, naming nothing — not a 400 saying the client sent
+		// no name.
+		{name: "metadata from a body over the MCP filter's limit names no tool",
 			req: mcpRequest{HTTPMethod: "POST", Body: []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"na`), Truncated: true,
 				Metadata: map[string]any{"method": "tools/call", "id": float64(7), "is_exceeding_limit": true}},
+			want: &policy.MCP{Method: "tools/call", ID: num("7"), Source: policy.SourceMetadata, Truncated: true}},
+		{name: "metadata over the limit without the tool, named by Mcp-Name",
+			req: mcpRequest{HTTPMethod: "POST", Body: []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"na`), Truncated: true,
+				Metadata: map[string]any{"method": "tools/call", "id": float64(7), "is_exceeding_limit": true},
+				Headers:  hdrs("mcp-method", "tools/call", "mcp-name", "search")},
+			want: &policy.MCP{Method: "tools/call", ID: num("7"), Name: "search", Tool: "search", Source: policy.SourceHeaders, Truncated: true}},
+		{name: "metadata over the limit without the tool, Mcp-Method disagreeing",
+			req: mcpRequest{HTTPMethod: "POST", Body: []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"na`), Truncated: true,
+				Metadata: map[string]any{"method": "tools/call", "id": float64(7), "is_exceeding_limit": true},
+				Headers:  hdrs("mcp-method", "tools/list", "mcp-name", "search")},
+			wantErr: headerMismatch(num("7"))},
+		{name: "metadata over the limit with the tool",
+			req: mcpRequest{HTTPMethod: "POST", Body: []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search","arguments":{"q":"`), Truncated: true,
+				Metadata: map[string]any{"method": "tools/call", "id": float64(7), "is_exceeding_limit": true, "params": map[string]any{"name": "search"}},
+				Headers:  hdrs("mcp-name", "delete")},
+			wantErr: headerMismatch(num("7"))},
+		{name: "metadata over the limit with a tool name of the wrong type",
+			req: mcpRequest{HTTPMethod: "POST", Body: []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":1,"arguments":{"q":"`), Truncated: true,
+				Metadata: map[string]any{"method": "tools/call", "id": float64(7), "is_exceeding_limit": true, "params": map[string]any{"name": float64(1)}}},
 			wantErr: invalid(num("7")), msgHas: "name"},
+		{name: "initialize over the limit without protocolVersion",
+			req: mcpRequest{HTTPMethod: "POST", Body: []byte(`{"jsonrpc":"2.0","id":7,"method":"initialize","params":{"capabilities":{"x":"`), Truncated: true,
+				Metadata: map[string]any{"method": "initialize", "id": float64(7), "is_exceeding_limit": true}},
+			want: &policy.MCP{Method: "initialize", ID: num("7"), Source: policy.SourceMetadata, Truncated: true}},
 		{name: "metadata over the limit with a method that names nothing",
 			req: mcpRequest{HTTPMethod: "POST", Body: []byte(`{"jsonrpc":"2.0","id":7,"method":"ping","params":{"x`), Truncated: true,
 				Metadata: map[string]any{"method": "ping", "id": float64(7), "is_exceeding_limit": true}},
@@ -375,8 +402,13 @@ func TestExtractMCP(t *testing.T) {
 		{name: "empty POST",
 			req:     mcpRequest{HTTPMethod: "POST", Body: []byte{}},
 			wantErr: invalid(nil), msgHas: "empty body"},
+		// The headers cannot stand in for a POST's missing message (found
+		// by FuzzCheck: the policy allowed a tools/call nobody sent).
 		{name: "empty POST with headers",
-			req:  mcpRequest{HTTPMethod: "POST", Headers: hdrs("mcp-method", "prompts/get", "mcp-name", "review")},
+			req:     mcpRequest{HTTPMethod: "POST", Headers: hdrs("mcp-method", "prompts/get", "mcp-name", "review")},
+			wantErr: invalid(nil), msgHas: "empty body"},
+		{name: "GET with headers",
+			req:  mcpRequest{HTTPMethod: "GET", Headers: hdrs("mcp-method", "prompts/get", "mcp-name", "review")},
 			want: &policy.MCP{Method: "prompts/get", Name: "review", Prompt: "review", Source: policy.SourceHeaders}},
 	}
 	for _, tc := range tests {

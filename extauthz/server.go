@@ -154,7 +154,7 @@ func New(d Decider, opts *Options) *Server {
 // outcome and reason code (plus the policy's reason and dry_run when the
 // policy decided), status, source_address, subject, client_id, provider,
 // kind, mcp_method, mcp_name, args_sha256 for tools/call and prompts/get
-// (telemetry.ArgumentsDigest: never the arguments), latency_ms. No header
+// (telemetry.ArgumentsDigest: never the arguments), latency_us. No header
 // and no credential is recorded.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
 	c := check{start: time.Now(), decisionID: newDecisionID()}

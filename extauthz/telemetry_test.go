@@ -165,7 +165,7 @@ func TestCheckAudit(t *testing.T) {
 		if err := dec.Decode(&m); err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range []string{"time", "latency_ms", "decision_id"} {
+		for _, k := range []string{"time", "latency_us", "decision_id"} {
 			if _, ok := m[k]; !ok {
 				t.Errorf("record without %s: %v", k, m)
 			}

@@ -27,7 +27,7 @@ const (
 	keyArgsSHA256 = "args_sha256"
 	keyOutcome    = "outcome"
 	keyReason     = "reason"
-	keyLatencyMS  = "latency_ms"
+	keyLatencyUS  = "latency_us"
 )
 
 // Audit outcomes.
@@ -92,7 +92,7 @@ func (s *Server) finishCall(ctx context.Context, a *auditRecord) {
 	if a.reason != "" {
 		r.AddAttrs(slog.String(keyReason, a.reason))
 	}
-	r.AddAttrs(slog.Float64(keyLatencyMS, float64(elapsed.Microseconds())/1000))
+	r.AddAttrs(slog.Int64(keyLatencyUS, elapsed.Microseconds()))
 	_ = h.Handle(hctx, r)
 }
 

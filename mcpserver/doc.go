@@ -67,7 +67,7 @@
 // transport, mcp_method, mcp_name and tool, args_sha256 (the SHA-256 of
 // the arguments' canonical JSON, as the gateway's decision record has it;
 // never the arguments), outcome (ok, error or denied), reason (the
-// policy's for a denial) and latency_ms.
+// policy's for a denial) and latency_us (microseconds).
 //
 // # Metrics
 //

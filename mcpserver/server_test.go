@@ -523,13 +523,13 @@ func TestAudit(t *testing.T) {
 		if err := dec.Decode(&rec); err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := rec["latency_ms"].(float64); !ok {
-			t.Errorf("record without latency_ms: %v", rec)
+		if _, ok := rec["latency_us"].(float64); !ok {
+			t.Errorf("record without latency_us: %v", rec)
 		}
 		if _, ok := rec["time"].(string); !ok {
 			t.Errorf("record without time: %v", rec)
 		}
-		for _, k := range []string{"latency_ms", "time", "level", "msg"} {
+		for _, k := range []string{"latency_us", "time", "level", "msg"} {
 			delete(rec, k)
 		}
 		got = append(got, rec)

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io/fs"
@@ -140,12 +141,7 @@ func TestFootprintKeyIsInjective(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return fp.key(func(p []string) ast.Value {
-			if t := v.Value.(ast.Object).Get(ast.StringTerm(p[0])); t != nil {
-				return t.Value
-			}
-			return nil
-		})
+		return fp.key(astPaths{v.Value.(ast.Object)})
 	}
 	same := [][2]string{
 		{`{"a": {"x": 1, "y": 2}}`, `{"a": {"y": 2, "x": 1}}`},
@@ -335,6 +331,35 @@ func TestInputAtAgreesWithValue(t *testing.T) {
 		got := zero.at(p)
 		if (got == nil) != (want == nil) || (got != nil && ast.Compare(got, want) != 0) {
 			t.Errorf("zero input: at(%v) = %v, value() has %v", p, got, want)
+		}
+	}
+}
+
+// astPaths reads paths of one segment from an AST object.
+type astPaths struct{ obj ast.Object }
+
+func (astPaths) goAt([]string) (any, bool, bool) { return nil, false, false }
+
+func (a astPaths) at(p []string) ast.Value {
+	if t := a.obj.Get(ast.StringTerm(p[0])); t != nil {
+		return t.Value
+	}
+	return nil
+}
+
+// The Go encoding of a value is the AST encoding of its conversion.
+func TestAppendCanonicalGo(t *testing.T) {
+	values := []any{
+		nil, "", "x", true, false, json.Number("3"), json.Number("-1.5e3"), 2.5, 1e300, -0.0, 3, int64(-7),
+		[]any{}, []any{"a", json.Number("1"), nil, []any{true}}, []string{"a", "b"},
+		map[string]any{}, map[string]any{"b": 1.0, "a": map[string]any{"z": "", "y": []any{}}, "": nil},
+		map[string]string{"k": "v", "a": "b"}, map[string][]string{"q": {"1", "2"}, "e": nil},
+		struct{ A int }{1}, // through OPA's generic conversion
+	}
+	for _, v := range values {
+		want := appendCanonical(nil, term(v).Value)
+		if got := appendCanonicalGo(nil, v); !bytes.Equal(got, want) {
+			t.Errorf("%#v: %q, the AST conversion gives %q", v, got, want)
 		}
 	}
 }

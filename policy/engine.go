@@ -271,7 +271,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
 	}
 	var key [sha256.Size]byte
 	if c.cache != nil {
-		key = c.fp.key(in.at)
+		key = c.fp.key(in)
 		if hit, ok := c.cache.Get(key); ok {
 			e.cacheHits.Add(ctx, 1, e.cacheHit)
 			if span != nil {

@@ -3,7 +3,10 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -110,14 +113,31 @@ func (fp *footprint) String() string {
 
 var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
+// inputPaths is what a footprint reads from: the value at a path as a Go
+// value where the input holds one (goAt; handled false elsewhere), else as
+// an AST value (at). *Input is one.
+type inputPaths interface {
+	goAt(path []string) (v any, ok, handled bool)
+	at(path []string) ast.Value
+}
+
 // key is the SHA-256 of a canonical, injective encoding of the footprint's
-// values in the input (at returns the value at a path): two inputs get the
-// same key only if the policy cannot tell them apart.
-func (fp *footprint) key(at func(path []string) ast.Value) [sha256.Size]byte {
+// values in the input: two inputs get the same key only if the policy
+// cannot tell them apart. Go values are encoded as their AST conversion
+// would be, without converting them.
+func (fp *footprint) key(in inputPaths) [sha256.Size]byte {
 	bp := keyBuffers.Get().(*[]byte)
 	b := (*bp)[:0]
 	for _, p := range fp.paths {
-		b = appendCanonical(b, at(p))
+		if v, ok, handled := in.goAt(p); handled {
+			if !ok {
+				b = append(b, 'x')
+			} else {
+				b = appendCanonicalGo(b, v)
+			}
+			continue
+		}
+		b = appendCanonical(b, in.at(p))
 	}
 	sum := sha256.Sum256(b)
 	*bp = b
@@ -186,3 +206,65 @@ func appendString(b []byte, s string) []byte {
 }
 
 func compareTerms(a, b *ast.Term) int { return ast.Compare(a.Value, b.Value) }
+
+// appendCanonicalGo appends what appendCanonical(term(v).Value) would,
+// for the JSON-like Go values the input holds, without building the AST.
+func appendCanonicalGo(b []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(b, 'n')
+	case string:
+		b = append(b, 's')
+		return appendString(b, v)
+	case bool:
+		if v {
+			return append(b, 't')
+		}
+		return append(b, 'f')
+	case json.Number:
+		b = append(b, 'd')
+		return appendString(b, string(v))
+	case float64:
+		b = append(b, 'd')
+		return appendString(b, strconv.FormatFloat(v, 'g', -1, 64))
+	case int:
+		b = append(b, 'd')
+		return appendString(b, strconv.Itoa(v))
+	case int64:
+		b = append(b, 'd')
+		return appendString(b, strconv.FormatInt(v, 10))
+	case []any:
+		b = append(b, 'a')
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		for _, e := range v {
+			b = appendCanonicalGo(b, e)
+		}
+		return b
+	case []string:
+		b = append(b, 'a')
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		for _, e := range v {
+			b = append(b, 's')
+			b = appendString(b, e)
+		}
+		return b
+	case map[string]any:
+		return appendCanonicalMap(b, v)
+	case map[string]string:
+		return appendCanonicalMap(b, v)
+	case map[string][]string:
+		return appendCanonicalMap(b, v)
+	}
+	return appendCanonical(b, term(v).Value)
+}
+
+func appendCanonicalMap[V any](b []byte, m map[string]V) []byte {
+	b = append(b, 'o')
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		b = append(b, 's')
+		b = appendString(b, k)
+		b = appendCanonicalGo(b, m[k])
+	}
+	return b
+}

@@ -64,37 +64,19 @@ func (in *Input) field(k string) *ast.Term {
 
 // at is the value at path in the input document — what value() would hold
 // there — or nil when there is none. It converts only what it returns: the
-// attributes and the body are walked as Go values first, so reading one
-// header does not convert them all.
+// attributes, the body, the claims and the arguments are walked as Go
+// values first (goAt), so reading one header does not convert them all.
 func (in *Input) at(path []string) ast.Value {
+	if v, ok, handled := in.goAt(path); handled {
+		if !ok {
+			return nil
+		}
+		return term(v).Value
+	}
 	var t *ast.Term
 	switch path[0] {
-	case "attributes":
-		if in.Attributes == nil && in.AttributeAt != nil && len(path) > 1 {
-			v, ok := in.AttributeAt(path[1:])
-			if !ok {
-				return nil
-			}
-			return term(v).Value
-		}
-		if in.Attributes == nil && in.AttributesFunc != nil {
-			in.Attributes = in.AttributesFunc()
-		}
-		t = goValueAt(in.Attributes, path[1:])
-		path = nil
-	case "parsed_body":
-		if in.ParsedBody != nil {
-			t = goValueAt(in.ParsedBody, path[1:])
-		}
-		path = nil
 	case "identity":
-		if len(path) > 1 && path[1] == "claims" {
-			claims := in.Identity.Claims
-			if claims == nil {
-				claims = map[string]any{}
-			}
-			t, path = goValueAt(claims, path[2:]), nil
-		} else if len(path) > 1 {
+		if len(path) > 1 {
 			t, path = in.Identity.fieldTerm(path[1]), path[2:]
 		} else {
 			t, path = in.Identity.term(), nil
@@ -103,11 +85,6 @@ func (in *Input) at(path []string) ast.Value {
 		switch {
 		case in.MCP == nil:
 			return nil
-		case len(path) > 1 && path[1] == "arguments":
-			if in.MCP.Arguments == nil {
-				return nil
-			}
-			t, path = goValueAt(in.MCP.Arguments, path[2:]), nil
 		case len(path) > 1:
 			t, path = in.MCP.fieldTerm(path[1]), path[2:]
 		default:
@@ -133,9 +110,47 @@ func (in *Input) at(path []string) ast.Value {
 	return t.Value
 }
 
-// goValueAt follows object keys through a JSON-like Go value and converts
-// what it finds; nil when a key is missing or the value is not an object.
-func goValueAt(v any, path []string) *ast.Term {
+// goAt finds the JSON-like Go value at path when path leads into one of the
+// parts of the input held as Go values: under attributes (path longer than
+// one), parsed_body, identity.claims or mcp.arguments. handled is false
+// for every other path; ok is false when there is no value there.
+func (in *Input) goAt(path []string) (v any, ok, handled bool) {
+	switch {
+	case path[0] == "attributes":
+		if in.Attributes == nil && in.AttributeAt != nil && len(path) > 1 {
+			v, ok = in.AttributeAt(path[1:])
+			return v, ok, true
+		}
+		if in.Attributes == nil && in.AttributesFunc != nil {
+			in.Attributes = in.AttributesFunc()
+		}
+		v, ok = goLookup(in.Attributes, path[1:])
+		return v, ok, true
+	case path[0] == "parsed_body":
+		if in.ParsedBody == nil {
+			return nil, false, true
+		}
+		v, ok = goLookup(in.ParsedBody, path[1:])
+		return v, ok, true
+	case path[0] == "identity" && len(path) > 1 && path[1] == "claims":
+		claims := in.Identity.Claims
+		if claims == nil {
+			claims = map[string]any{}
+		}
+		v, ok = goLookup(claims, path[2:])
+		return v, ok, true
+	case path[0] == "mcp" && len(path) > 1 && path[1] == "arguments":
+		if in.MCP == nil || in.MCP.Arguments == nil {
+			return nil, false, true
+		}
+		v, ok = goLookup(in.MCP.Arguments, path[2:])
+		return v, ok, true
+	}
+	return nil, false, false
+}
+
+// goLookup follows object keys through a JSON-like Go value.
+func goLookup(v any, path []string) (any, bool) {
 	for _, k := range path {
 		var ok bool
 		switch m := v.(type) {
@@ -147,10 +162,10 @@ func goValueAt(v any, path []string) *ast.Term {
 			v, ok = m[k]
 		}
 		if !ok {
-			return nil
+			return nil, false
 		}
 	}
-	return term(v)
+	return v, true
 }
 
 // fieldTerm is the term of one key of term() other than claims, without
