@@ -81,7 +81,9 @@ const (
 // window's next window's end, or GCRA's TAT), so a request whose clock
 // read came just before that end still finds the counter in Redis, which
 // expires keys by its own clock. Instances sharing a Redis need
-// synchronized clocks.
+// synchronized clocks. While Run runs, the scripts of concurrent Takes are
+// sent in shared pipelines (redis_batch.go): still one script per
+// request, but one write and one read for a batch.
 //
 // # Keys and Redis Cluster
 //
@@ -138,6 +140,7 @@ type RedisStore struct {
 	cacheSize int64
 	running   atomic.Bool
 	cache     overCache
+	calls     atomic.Pointer[chan *scriptCall] // the pipeline workers' queue while Run runs
 
 	cacheLookups        metric.Int64Counter
 	cacheHit, cacheMiss []metric.AddOption
@@ -305,6 +308,13 @@ func (s *RedisStore) Run(ctx context.Context) error {
 		s.cache.start(c)
 		defer s.cache.stop()
 	}
+	calls := make(chan *scriptCall, pendingCalls)
+	var wg sync.WaitGroup
+	for range pipelineWorkers {
+		wg.Go(func() { s.pipeline(ctx, calls) })
+	}
+	s.calls.Store(&calls)
+	defer func() { s.calls.Store(nil); wg.Wait(); failPending(calls) }()
 	<-ctx.Done()
 	return nil
 }
@@ -515,8 +525,13 @@ func (g *redisGroup) build(rhs []redisHit, group int, now int64, rejected bool) 
 	}
 }
 
-// eval runs the script for one group within ctx's deadline.
+// eval runs the script for one group within ctx's deadline: in a pipeline
+// with other requests' while Run runs, else on its own.
 func (s *RedisStore) eval(ctx context.Context, g *redisGroup) {
+	var batched bool
+	if g.res, batched, g.err = s.runBatched(ctx, g.keys, g.args, g.n); batched {
+		return
+	}
 	if s.ctxAware {
 		g.res, g.err = s.run(ctx, g.keys, g.args, g.n)
 		return

@@ -18,8 +18,9 @@ import (
 )
 
 // tripCounter is a go-redis hook counting the store's round trips: the
-// script commands it sends (EVALSHA, EVAL). other counts every other
-// command, such as the HELLO handshake of a new connection.
+// script commands it sends (EVALSHA, EVAL), alone or in a pipeline (these
+// tests make one call at a time, so a pipeline holds one). other counts
+// every other command, such as the HELLO handshake of a new connection.
 type tripCounter struct{ n, other atomic.Int64 }
 
 func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -36,7 +37,14 @@ func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.other.Add(1)
+		for _, cmd := range cmds {
+			switch cmd.Name() {
+			case "evalsha", "eval":
+				c.n.Add(1)
+			default:
+				c.other.Add(1)
+			}
+		}
 		return next(ctx, cmds)
 	}
 }
@@ -70,11 +78,9 @@ func runStore(t testing.TB, s *RedisStore) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	for s.cache.acquire() == nil {
-		s.cache.release()
+	for s.calls.Load() == nil { // the cache, then the pipeline workers, are up
 		time.Sleep(time.Millisecond)
 	}
-	s.cache.release()
 }
 
 // checkAllExpire fails if a key under prefix has no TTL.
@@ -750,5 +756,45 @@ func TestRedisCachedAllocs(t *testing.T) {
 	})
 	if allocs > 2 {
 		t.Errorf("a cached Take allocates %v times, want at most 2", allocs)
+	}
+}
+
+// TestRedisPipelinedTakes: while Run runs, concurrent Takes share
+// pipelines; every request still runs its own script once, and counting
+// stays exact.
+func TestRedisPipelinedTakes(t *testing.T) {
+	ctx := storeTestContext(t)
+	client := ratelimittest.Redis(t)
+	var trips tripCounter
+	client.AddHook(&trips)
+	// No over-limit cache: every request goes to Redis.
+	s := newTestRedisStore(t, RedisOptions{Client: client, OverLimitCacheSize: -1})
+	runStore(t, s)
+	hit := Hit{Key: "d|k=pipelined|x", Limit: perMinute(300, FixedWindow), Hits: 1}
+	const workers, each = 8, 50
+	var admitted, rejected atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				out, err := s.Take(ctx, []Hit{hit})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if out[0].OverLimit {
+					rejected.Add(1)
+				} else {
+					admitted.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if admitted.Load() != 300 || rejected.Load() != workers*each-300 {
+		t.Errorf("admitted %d, rejected %d; want 300 and %d", admitted.Load(), rejected.Load(), workers*each-300)
+	}
+	if n := trips.n.Load(); n != workers*each {
+		t.Errorf("%d scripts for %d requests", n, workers*each)
 	}
 }
