@@ -17,7 +17,7 @@ CONFIG    ?= examples/portcullis.yaml
 # server-everything, Node 22), pinned in the lockfile.
 NODE_PEERS := mcpserver/testdata/node/node_modules/.package-lock.json
 
-.PHONY: help build test testrace lint fuzz bench microbench dev run
+.PHONY: help build test testrace lint fuzz faults bench microbench dev run
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; done
+
+faults: ## fault tests under load, Redis ones included (Redis at REDIS_ADDR, default 127.0.0.1:6379)
+	$(GO) test -race -count=1 -tags faults -run '^TestFault' -v ./cmd/portcullis
 
 bench: ## compare Portcullis with the null server per scenario (bench/); JSON + SVG into bench/results
 	$(GO) run ./bench/cmd/bench compare -duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) \

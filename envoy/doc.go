@@ -47,8 +47,9 @@
 //
 //   - http_connection_manager: headers with underscores refused (400),
 //     escaped slashes refused (400), normalize_path (RFC 3986 with
-//     percent-decoding of unreserved characters and "\" as "/"),
-//     merge_slashes; at the edge (use_remote_address) x-envoy-* headers
+//     percent-decoding of unreserved characters, "\" as "/", and bytes a
+//     path cannot hold as they are percent-encoded, so the path checked is
+//     the path proxied), merge_slashes; at the edge (use_remote_address) x-envoy-* headers
 //     from the client are dropped, x-forwarded-for gets the peer address,
 //     x-forwarded-proto and x-request-id are set; virtual hosts by domain,
 //     routes by path or prefix (404 otherwise); the route timeout (15s by

@@ -381,10 +381,9 @@ func (st *stream) router() {
 	out := st.r.Clone(ctx)
 	out.Header = st.headers
 	out.Host = st.host
-	out.URL.Path, out.URL.RawPath, out.URL.RawQuery = st.path, "", st.query
-	if u := pathUnescape(st.path); u != st.path {
-		out.URL.Path, out.URL.RawPath = u, st.path
-	}
+	// RawPath, not a re-escaping of Path: the upstream gets the path the
+	// authorization service checked ("/*" is not sent as "/%2A").
+	out.URL.Path, out.URL.RawPath, out.URL.RawQuery = pathUnescape(st.path), st.path, st.query
 	var rest io.Reader = st.r.Body
 	if st.bodyDone {
 		rest = http.NoBody

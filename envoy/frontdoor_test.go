@@ -674,6 +674,10 @@ func TestNormalizePath(t *testing.T) {
 	for in, want := range map[string]string{
 		"/mcp": "/mcp", "/a/./b": "/a/b", "/a/../b": "/b", "/../../mcp": "/mcp", "/a/b/..": "/a/",
 		"/%6d%63%70": "/mcp", "/a%2fb": "/a%2Fb", `/a\..\mcp`: "/mcp", "/%2e%2e/mcp": "/mcp", "/a/%2E": "/a/",
+		// Bytes a path cannot hold as they are: encoded, so the path the
+		// authorization service checks is the one sent upstream (found by
+		// FuzzFrontDoor: "/a/\"x" was checked, "/a/%22x" proxied).
+		`/a/"x`: "/a/%22x", "/{x}": "/%7Bx%7D", "/\x01\x7f\xc3\xa9": "/%01%7F%C3%A9", "/a:b@c!$&'()*+,;=": "/a:b@c!$&'()*+,;=",
 	} {
 		if got, ok := normalizePath(in); !ok || got != want {
 			t.Errorf("normalizePath(%q) = %q, %v, want %q", in, got, ok, want)

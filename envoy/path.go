@@ -21,10 +21,12 @@ func hasEscapedSlash(path string) bool {
 }
 
 // normalizePath canonicalizes path as Envoy's normalize_path does (RFC
-// 3986 section 6.2.2): percent-encoded unreserved characters are decoded,
-// other escapes upper-cased, "\" becomes "/", and "." and ".." segments
-// are removed (section 5.2.4). A malformed escape makes it fail (Envoy
-// answers 400).
+// 3986 section 6.2.2, with the Chromium URL library's path rules):
+// percent-encoded unreserved characters are decoded, other escapes
+// upper-cased, "\" becomes "/", bytes a path may not hold as they are
+// ('"', '<', '{', controls, non-ASCII, ...) are percent-encoded, and "."
+// and ".." segments are removed (section 5.2.4). A malformed escape makes
+// it fail (Envoy answers 400).
 func normalizePath(path string) (string, bool) {
 	var b strings.Builder
 	b.Grow(len(path))
@@ -45,6 +47,11 @@ func normalizePath(path string) (string, bool) {
 			i += 2
 		case c == '\\':
 			b.WriteByte('/')
+		case !isPathChar(c):
+			const hex = "0123456789ABCDEF"
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
 		default:
 			b.WriteByte(c)
 		}
@@ -100,6 +107,13 @@ func pathUnescape(p string) string {
 		return p
 	}
 	return u
+}
+
+// isPathChar reports whether c may stand as it is in a path: an
+// unreserved character, a sub-delimiter, ':', '@' or '/' (RFC 3986
+// section 3.3).
+func isPathChar(c byte) bool {
+	return isUnreserved(c) || c == '/' || c == ':' || c == '@' || strings.IndexByte("!$&'()*+,;=", c) >= 0
 }
 
 func isUnreserved(c byte) bool {

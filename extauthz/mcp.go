@@ -73,11 +73,11 @@ package extauthz
 //
 // No body (an SSE GET, a session DELETE, an empty POST):
 //   - metadata present → the call from metadata;
-//   - else an empty POST → 400, -32600 invalid_request ("empty body"): a
-//     POST carries its JSON-RPC message, and Mcp-Method / Mcp-Name with
-//     nothing to check them against would have the policy decide a call
-//     that is not there;
-//   - else Mcp-Method present → the call from the headers;
+//   - else an empty POST → 400, -32600 invalid_request ("empty body");
+//   - else Mcp-Method or Mcp-Name present → 400, -32020 header_mismatch:
+//     the headers mirror a JSON-RPC message and there is none, so they
+//     would have the policy decide a call nobody made (a GET is no tool
+//     call, whatever its headers say);
 //   - else → Method "", Source headers.
 //
 // Metadata values are checked, never asserted: method must be a non-empty
@@ -205,7 +205,7 @@ func extractMCP(r *mcpRequest) (call *policy.MCP, body any, err *requestError) {
 		// Parsed from a prefix: a later duplicate key could say otherwise.
 		call.Truncated = md.partial
 		return call, nil, nil
-	case hdr.hasMethod && (r.Truncated || r.HTTPMethod != "POST"):
+	case hdr.hasMethod && r.Truncated:
 		call, err := callFromHeaders(&hdr)
 		if err != nil {
 			return nil, nil, err
@@ -221,6 +221,8 @@ func extractMCP(r *mcpRequest) (call *policy.MCP, body any, err *requestError) {
 		}, nil, nil
 	case r.HTTPMethod == "POST":
 		return nil, nil, badRequest(CodeInvalidRequest, ReasonInvalidRequest, "empty body", nil)
+	case hdr.hasMethod || hdr.hasName:
+		return nil, nil, mcpMismatch("Mcp-Method or Mcp-Name header on a request without a JSON-RPC message", nil)
 	default:
 		return &policy.MCP{
 			Source:          policy.SourceHeaders,

@@ -407,9 +407,13 @@ func TestExtractMCP(t *testing.T) {
 		{name: "empty POST with headers",
 			req:     mcpRequest{HTTPMethod: "POST", Headers: hdrs("mcp-method", "prompts/get", "mcp-name", "review")},
 			wantErr: invalid(nil), msgHas: "empty body"},
+		// Nor for a GET or DELETE, which carry no message at all.
 		{name: "GET with headers",
-			req:  mcpRequest{HTTPMethod: "GET", Headers: hdrs("mcp-method", "prompts/get", "mcp-name", "review")},
-			want: &policy.MCP{Method: "prompts/get", Name: "review", Prompt: "review", Source: policy.SourceHeaders}},
+			req:     mcpRequest{HTTPMethod: "GET", Headers: hdrs("mcp-method", "prompts/get", "mcp-name", "review")},
+			wantErr: headerMismatch(nil)},
+		{name: "DELETE with a name header",
+			req:     mcpRequest{HTTPMethod: "DELETE", Headers: hdrs("mcp-session-id", "abc", "mcp-name", "review")},
+			wantErr: headerMismatch(nil)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -49,12 +49,14 @@ type chain struct {
 	key  string // the issuer's key file
 	iss  string
 	logs *bytes.Buffer
+	logw *lockedWriter // writes logs
 }
 
 func startChain(t *testing.T, configYAML string) *chain {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &chain{tap: &tap{}, logs: &bytes.Buffer{}}
+	c.logw = &lockedWriter{w: c.logs}
 	o := devOptions{listen: "127.0.0.1:0", getenv: func(string) string { return "" }}
 	if configYAML != "" {
 		p := filepath.Join(t.TempDir(), "dev.yaml")
@@ -79,7 +81,7 @@ func startChain(t *testing.T, configYAML string) *chain {
 	ready := make(chan devEnv, 1)
 	done := make(chan error, 1)
 	var stdout bytes.Buffer
-	go func() { done <- runDev(ctx, o, &stdout, &lockedWriter{w: c.logs}, ready) }()
+	go func() { done <- runDev(ctx, o, &stdout, c.logw, ready) }()
 	t.Cleanup(func() {
 		cancel()
 		stop := time.NewTimer(10 * time.Second)
