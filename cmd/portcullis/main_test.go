@@ -16,6 +16,7 @@ import (
 	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -183,6 +184,7 @@ admin: { listen: "127.0.0.1:0" }
 policy: { paths: [rego] }
 authn: { allow_anonymous: true }
 ratelimit: { config_paths: [limits.yaml] }
+extauthz: { max_body_bytes: 6291456 }
 `), dir, noEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -235,6 +237,23 @@ ratelimit: { config_paths: [limits.yaml] }
 			t.Fatal(err)
 		}
 		return resp.GetStatus().GetCode()
+	}
+	// Bodies past gRPC's default 4 MiB message limit reach Check when
+	// extauthz.max_body_bytes allows them, and Check answers 413 just
+	// beyond it (Envoy sends no more than its max_request_bytes).
+	for size, want := range map[int]int32{5 << 20: 0, 6<<20 + 100<<10: int32(typev3.StatusCode_PayloadTooLarge)} {
+		resp, err := client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: "POST", Path: "/mcp", Headers: map[string]string{"content-type": "application/json"},
+				Body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"` + strings.Repeat("x", size) + `"}}}`,
+			}},
+		}})
+		if err != nil {
+			t.Fatalf("a %d KiB body: %v", size>>10, err)
+		}
+		if got := int32(resp.GetDeniedResponse().GetStatus().GetCode()); got != want {
+			t.Errorf("a %d KiB body: denied with %d, want %d", size>>10, got, want)
+		}
 	}
 	if check("echo") != 0 || check("rm") == 0 {
 		t.Error("Check answers wrong")

@@ -71,6 +71,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	return serveWith(ctx, cfg, logger, audit, ready)
 }
 
+// maxCheckRequest is the largest gRPC message serve accepts: gRPC's 4 MiB,
+// or more when extauthz.max_body_bytes asks for it, so that Check itself
+// answers an oversized body (413) rather than gRPC refusing the call
+// (which Envoy, failing closed, turns into 503). The headers and the MCP
+// filter's metadata come on top of the body.
+func maxCheckRequest(cfg *config.Config) int {
+	return max(4<<20, cfg.ExtAuthz.MaxBodyBytes+2*cfg.ExtAuthz.MaxHeaderBytes+256<<10)
+}
+
 // auditFlushInterval bounds how long an audit record waits in its batch.
 const auditFlushInterval = 100 * time.Millisecond
 
@@ -153,7 +162,7 @@ func serveWith(ctx context.Context, cfg *config.Config, logger, audit *slog.Logg
 		return err
 	}
 
-	opts := grpcopts.Server()
+	opts := append(grpcopts.Server(), grpc.MaxRecvMsgSize(maxCheckRequest(cfg)))
 	if cfg.GRPC.TLS.CertFile != "" {
 		tc, err := serverTLS(cfg)
 		if err != nil {
