@@ -2,66 +2,32 @@ package extauthz
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/go-cmp/cmp"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/portcullis-mcp/portcullis/identity"
 	"github.com/portcullis-mcp/portcullis/internal/telemetry"
+	"github.com/portcullis-mcp/portcullis/internal/telemetry/telemetrytest"
 	"github.com/portcullis-mcp/portcullis/policy"
 )
 
-// metricPoints returns the values of the metric name by attributes
-// ("k=v,k=v", sorted): sums as they are, histograms as their counts.
+// metricPoints returns the values of the metric name by attributes.
 func metricPoints(t *testing.T, r *sdkmetric.ManualReader, name string) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	key := func(kvs []attribute.KeyValue) string {
-		parts := make([]string, 0, len(kvs))
-		for _, kv := range kvs {
-			parts = append(parts, string(kv.Key)+"="+kv.Value.String())
-		}
-		slices.Sort(parts)
-		return strings.Join(parts, ",")
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, dp := range d.DataPoints {
-					out[key(dp.Attributes.ToSlice())] += dp.Value
-				}
-			case metricdata.Histogram[float64]:
-				for _, dp := range d.DataPoints {
-					out[key(dp.Attributes.ToSlice())] += int64(dp.Count)
-				}
-			}
-		}
-	}
-	return out
+	return telemetrytest.Points(t, r, name)
 }
 
 // TestCheckMetrics: every answer is counted once with a bounded reason

@@ -3,55 +3,21 @@ package ratelimit_test
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"testing"
 
 	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/google/go-cmp/cmp"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/portcullis-mcp/portcullis/internal/telemetry/telemetrytest"
 	"github.com/portcullis-mcp/portcullis/ratelimit"
 )
 
-// points returns the values of the metric name by attributes ("k=v,k=v",
-// sorted): sums as they are, histograms as their counts.
+// points returns the values of the metric name by attributes.
 func points(t *testing.T, r *sdkmetric.ManualReader, name string) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	key := func(kvs []attribute.KeyValue) string {
-		parts := make([]string, 0, len(kvs))
-		for _, kv := range kvs {
-			parts = append(parts, string(kv.Key)+"="+kv.Value.String())
-		}
-		slices.Sort(parts)
-		return strings.Join(parts, ",")
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, dp := range d.DataPoints {
-					out[key(dp.Attributes.ToSlice())] += dp.Value
-				}
-			case metricdata.Histogram[float64]:
-				for _, dp := range d.DataPoints {
-					out[key(dp.Attributes.ToSlice())] += int64(dp.Count)
-				}
-			}
-		}
-	}
-	return out
+	return telemetrytest.Points(t, r, name)
 }
 
 // TestServiceNearLimitAndStoreMetrics: near_limit counts admitted hits past
