@@ -12,43 +12,20 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portcullis-mcp/portcullis/internal/telemetry/telemetrytest"
 )
 
 // counts returns the int64 sums of the metric name by their attributes
 // rendered "k=v,k=v" (sorted).
 func counts(t *testing.T, r *sdkmetric.ManualReader, name string) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				out[attrString(dp.Attributes.ToSlice())] += dp.Value
-			}
-		}
-	}
-	return out
-}
-
-func attrString(kvs []attribute.KeyValue) string {
-	parts := make([]string, 0, len(kvs))
-	for _, kv := range kvs {
-		parts = append(parts, string(kv.Key)+"="+kv.Value.String())
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, ",")
+	return telemetrytest.Points(t, r, name)
 }
 
 func spanAttrs(s sdktrace.ReadOnlySpan) map[string]string {

@@ -1,17 +1,14 @@
 package ratelimit
 
 import (
-	"context"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/portcullis-mcp/portcullis/internal/telemetry/telemetrytest"
 )
 
 func TestNearLimitHits(t *testing.T) {
@@ -47,42 +44,7 @@ func TestNearLimitHits(t *testing.T) {
 // ("k=v,k=v", sorted): sums and gauges.
 func collect(t *testing.T, r *sdkmetric.ManualReader, name string) map[string]int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			var points []metricdata.DataPoint[int64]
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				points = d.DataPoints
-			case metricdata.Gauge[int64]:
-				points = d.DataPoints
-			case metricdata.Histogram[float64]:
-				for _, dp := range d.DataPoints {
-					out[attrKey(dp.Attributes.ToSlice())] += int64(dp.Count)
-				}
-			}
-			for _, dp := range points {
-				out[attrKey(dp.Attributes.ToSlice())] += dp.Value
-			}
-		}
-	}
-	return out
-}
-
-func attrKey(kvs []attribute.KeyValue) string {
-	parts := make([]string, 0, len(kvs))
-	for _, kv := range kvs {
-		parts = append(parts, string(kv.Key)+"="+kv.Value.String())
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, ",")
+	return telemetrytest.Points(t, r, name)
 }
 
 // TestRedisStoreCircuitMetrics follows the breaker's state gauge and
