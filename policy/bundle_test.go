@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -99,6 +100,31 @@ func TestEngineBundle(t *testing.T) {
 	}
 	if d, _ := e.Eval(ctx, callTool("rm")); !d.Allowed {
 		t.Error("the broken bundle replaced r2")
+	}
+
+	// The bundle server goes away: r2 keeps serving, the failures show in
+	// the status; when a server answers at the same address again, its
+	// bundle loads with no restart.
+	addr := hs.Listener.Addr().String()
+	hs.Close()
+	before := e.Status().Failures
+	waitUntil(t, ctx, "a failed poll of the gone server", func() bool { return e.Status().Failures > before })
+	if d, _ := e.Eval(ctx, callTool("rm")); !d.Allowed || e.Status().Revision != "r2" {
+		t.Errorf("with the server gone: %+v, status %+v", d, e.Status())
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s again: %v", addr, err)
+	}
+	srv.set(t, "r4", toolPolicy, map[string]any{"tools": []any{"echo"}})
+	back := httptest.NewUnstartedServer(srv)
+	back.Listener.Close()
+	back.Listener = lis
+	back.Start()
+	defer back.Close()
+	waitUntil(t, ctx, "revision r4 from the server that came back", func() bool { return e.Status().Revision == "r4" })
+	if d, _ := e.Eval(ctx, callTool("echo")); !d.Allowed {
+		t.Error("echo not allowed under r4")
 	}
 }
 
