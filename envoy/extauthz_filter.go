@@ -189,6 +189,7 @@ func applyHeaderOptions(h http.Header, opts []*corev3.HeaderValueOption) {
 			continue
 		}
 		action := o.GetAppendAction()
+		//lint:ignore SA1019 Envoy still honours the deprecated flag, and so must the front door.
 		if a := o.GetAppend(); a != nil {
 			action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 			if a.GetValue() {

@@ -355,6 +355,7 @@ func TestFrontDoorAppliesOkResponse(t *testing.T) {
 			opt("x-if-absent", "new", corev3.HeaderValueOption_ADD_IF_ABSENT),
 			opt("x-kept", "no", corev3.HeaderValueOption_ADD_IF_ABSENT),
 			opt("x-only-if-present", "no", corev3.HeaderValueOption_OVERWRITE_IF_EXISTS),
+			//lint:ignore SA1019 the deprecated flag is what this case is about.
 			&corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x-legacy", Value: "set"}, Append: wrapperspb.Bool(false)},
 		)
 		ok := r.GetOkResponse()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -350,7 +351,7 @@ func (a astPaths) at(p []string) ast.Value {
 // The Go encoding of a value is the AST encoding of its conversion.
 func TestAppendCanonicalGo(t *testing.T) {
 	values := []any{
-		nil, "", "x", true, false, json.Number("3"), json.Number("-1.5e3"), 2.5, 1e300, -0.0, 3, int64(-7),
+		nil, "", "x", true, false, json.Number("3"), json.Number("-1.5e3"), 2.5, 1e300, math.Copysign(0, -1), 3, int64(-7),
 		[]any{}, []any{"a", json.Number("1"), nil, []any{true}}, []string{"a", "b"},
 		map[string]any{}, map[string]any{"b": 1.0, "a": map[string]any{"z": "", "y": []any{}}, "": nil},
 		map[string]string{"k": "v", "a": "b"}, map[string][]string{"q": {"1", "2"}, "e": nil},
