@@ -11,13 +11,18 @@ BENCH_ROUNDS    ?= 2
 BENCH_LOADS     ?= 0.25,0.5,0.75
 BENCH_SCENARIOS ?=
 BENCH_FLAGS     ?=
+# make soak: authz-jwt and rl-redis together at half load for SOAK_DURATION,
+# a fault every SOAK_FAULT_EVERY (bench/README.md, Soak).
+SOAK_DURATION    ?= 15m
+SOAK_FAULT_EVERY ?= 3m
+SOAK_FLAGS       ?=
 STATICCHECK_VERSION := v0.8.2
 CONFIG    ?= examples/portcullis.yaml
 # Real MCP peers the tests run against (conformance suite, TypeScript SDK,
 # server-everything, Node 22), pinned in the lockfile.
 NODE_PEERS := mcpserver/testdata/node/node_modules/.package-lock.json
 
-.PHONY: help build test testrace lint fuzz faults bench microbench dev run
+.PHONY: help build test testrace lint fuzz faults bench soak microbench dev run
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -56,6 +61,9 @@ faults: ## fault tests under load, Redis ones included (Redis at REDIS_ADDR, def
 bench: ## compare Portcullis with the null server per scenario (bench/); JSON + SVG into bench/results
 	$(GO) run ./bench/cmd/bench compare -duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) \
 	  -rounds $(BENCH_ROUNDS) -loads $(BENCH_LOADS) $(BENCH_FLAGS) $(BENCH_SCENARIOS)
+
+soak: ## soak test: half load for SOAK_DURATION, faults every SOAK_FAULT_EVERY; report in bench/results/soak.json
+	$(GO) run ./bench/cmd/bench soak -duration $(SOAK_DURATION) -fault-every $(SOAK_FAULT_EVERY) $(SOAK_FLAGS)
 
 microbench: ## run the Go benchmarks with allocation counts
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...

@@ -33,6 +33,9 @@ Usage:
   bench compare [flags] [SCENARIO...]   Portcullis vs its baseline for each scenario
                                         (all when none named); JSON + SVG into -results
   bench run [flags]                     drive any gRPC address or MCP endpoint once
+  bench soak [flags]                    authz-jwt and rl-redis together at half load for
+                                        -duration, with faults injected; fails on wrong
+                                        answers, leaks or unexplained errors
   bench null [-listen ADDR]             the null gRPC server (Authorization,
                                         RateLimitService, health answering OK at once)
   bench baremcp [-listen ADDR]          a bare go-sdk MCP server with an echo tool
@@ -58,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"compare": compareCmd, "run": runCmd, "null": nullCmd, "baremcp": bareMCPCmd,
+		"compare": compareCmd, "run": runCmd, "soak": soakCmd, "null": nullCmd, "baremcp": bareMCPCmd,
 		"chart": chartCmd, "report": reportCmd, "scenarios": scenariosCmd,
 	}
 	var err error
@@ -575,4 +578,102 @@ func scenariosCmd(_ context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "%-18s %s\n", s.Name, s.Measures)
 	}
 	return nil
+}
+
+func soakCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("soak", "", stderr)
+	scenarios := fs.String("scenarios", "bench/scenarios", "directory of the scenarios (soak, authz-jwt, rl-redis)")
+	policy := fs.String("policy", "rego/examples/rbac", "policy directory; the server watches a copy, which the soak breaks and restores")
+	jsonOut := fs.String("json", "bench/results/soak.json", "write the report as JSON to this file")
+	duration := fs.Duration("duration", 15*time.Minute, "length of the soak, warm-up included")
+	warmup := fs.Duration("warmup", time.Minute, "time before RSS and goroutines are sampled")
+	faultEvery := fs.Duration("fault-every", 3*time.Minute, "period of the injected faults (Redis cut, Redis slow, policy broken, in turn)")
+	faultFor := fs.Duration("fault-for", 0, "how long each fault lasts (default a third of -fault-every, at most 30s)")
+	load := fs.Float64("load", 0.5, "offered rate, as a fraction of the maximum throughput measured first")
+	probe := fs.Duration("probe", 10*time.Second, "closed-loop run that measures the maximum throughput")
+	sampleEvery := fs.Duration("sample-every", 10*time.Second, "period of the RSS and goroutine samples")
+	workers := fs.Int("workers", 16, "probe concurrency")
+	openWorkers := fs.Int("open-workers", 512, "most requests in flight during the soak")
+	conns := fs.Int("conns", 4, "gRPC connections")
+	requestTimeout := fs.Duration("request-timeout", 5*time.Second, "client deadline of every request")
+	slack := fs.Duration("slack", 2*time.Second, "added to the server's Redis timeout: the bound on ShouldRateLimit answers during Redis faults")
+	rssGrowth := fs.Float64("rss-growth", 0.10, "most the final RSS may exceed the post-warm-up median, as a fraction")
+	goroutineGrowth := fs.Int("goroutine-growth", 50, "most goroutines the final count may exceed the median by (with -goroutine-growth-fraction)")
+	goroutineFraction := fs.Float64("goroutine-growth-fraction", 0.20, "most the final goroutine count may exceed the median by, as a fraction")
+	bin := fs.String("portcullis", "", "portcullis binary (default: go build ./cmd/portcullis into a temporary directory)")
+	redisAddr := fs.String("redis", "", "Redis host:port the server counts in, through the fault proxy (default: a private redis-server from PATH)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: soak takes no arguments", errUsage)
+	}
+	tmp, err := os.MkdirTemp("", "portcullis-soak-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if *bin == "" {
+		if *bin, err = buildPortcullis(ctx, tmp, stderr); err != nil {
+			return err
+		}
+	}
+	if *redisAddr == "" {
+		addr, stop, err := startPrivateRedis(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		*redisAddr = addr
+	}
+	work := filepath.Join(tmp, "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		return err
+	}
+	r, err := bench.Soak(ctx, bench.SoakOptions{
+		Portcullis: *bin, Scenarios: *scenarios, Policy: *policy, Work: work, RedisAddr: *redisAddr,
+		Duration: *duration, Warmup: *warmup, FaultEvery: *faultEvery, FaultFor: *faultFor, Probe: *probe, Load: *load,
+		Workers: *workers, OpenWorkers: *openWorkers, Conns: *conns, SampleEvery: *sampleEvery,
+		RequestTimeout: *requestTimeout, Slack: *slack, RSSGrowth: *rssGrowth,
+		GoroutineGrowth: *goroutineGrowth, GoroutineGrowthFraction: *goroutineFraction, Progress: stdout,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	if err := r.WriteSummary(stdout); err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		if err := os.MkdirAll(filepath.Dir(*jsonOut), 0o755); err != nil {
+			return err
+		}
+		if err := writeJSON(*jsonOut, r); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s\n", *jsonOut)
+	}
+	if !r.Pass {
+		return fmt.Errorf("soak failed: %d problems (above)", len(r.Failures))
+	}
+	return nil
+}
+
+// startPrivateRedis starts a redis-server from PATH on a free loopback
+// port: the soak's fault proxy stands between it and Portcullis, and
+// Portcullis's counters stay out of any shared Redis.
+func startPrivateRedis(ctx context.Context) (string, func(), error) {
+	addr, err := bench.FreeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	p, err := bench.RedisServer(addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("soak needs redis-server on PATH, or -redis ADDR: %w", err)
+	}
+	r, err := p.Start(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	return addr, func() { _ = r.Stop() }, nil
 }
