@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,6 +27,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/portcullis-mcp/portcullis/internal/config"
+
+	"github.com/portcullis-mcp/portcullis/ratelimit/ratelimittest"
 )
 
 // The faults a soak injects, in the order they rotate.
@@ -406,7 +407,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	proxy, err := newFaultProxy(o.RedisAddr)
+	proxy, err := ratelimittest.StartProxy(o.RedisAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -1003,7 +1004,7 @@ func (l *faultLog) overlapping(from, to time.Time, kinds ...string) string {
 type injector struct {
 	o            SoakOptions
 	faults       *faultLog
-	proxy        *faultProxy
+	proxy        *ratelimittest.Proxy
 	admin        string
 	client       *http.Client
 	policyFile   string
@@ -1513,188 +1514,4 @@ func countsLine(m map[string]int64) string {
 		parts[i] = fmt.Sprintf("%s %d", k, m[k])
 	}
 	return strings.Join(parts, ", ")
-}
-
-// faultProxy is a loopback TCP proxy in front of Redis that can hold
-// every byte (a partition: connections are still accepted, nothing moves,
-// clients time out rather than see a reset) or delay every byte (a delay
-// line: latency, not a narrower pipe). It is safe for concurrent use.
-type faultProxy struct {
-	ln     net.Listener
-	target string
-	closed chan struct{}
-	wg     sync.WaitGroup
-
-	mu     sync.Mutex
-	resume chan struct{} // closed unless cut
-	delay  time.Duration
-	conns  map[net.Conn]struct{}
-	done   bool
-}
-
-// newFaultProxy listens on a free loopback port and forwards to target.
-func newFaultProxy(target string) (*faultProxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	p := &faultProxy{ln: ln, target: target, closed: make(chan struct{}), resume: make(chan struct{}), conns: map[net.Conn]struct{}{}}
-	close(p.resume)
-	p.wg.Go(p.accept)
-	return p, nil
-}
-
-// Addr is the proxy's address, host:port.
-func (p *faultProxy) Addr() string { return p.ln.Addr().String() }
-
-// Cut holds every byte, on new and existing connections, until Restore.
-func (p *faultProxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	select {
-	case <-p.resume:
-		p.resume = make(chan struct{})
-	default: // already cut
-	}
-}
-
-// Restore delivers the bytes held and forwards again.
-func (p *faultProxy) Restore() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	select {
-	case <-p.resume:
-	default:
-		close(p.resume)
-	}
-}
-
-// SetDelay delays every byte read from now on by d.
-func (p *faultProxy) SetDelay(d time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.delay = d
-}
-
-// Close stops the proxy, closes every connection and waits for its
-// goroutines.
-func (p *faultProxy) Close() {
-	p.mu.Lock()
-	if p.done {
-		p.mu.Unlock()
-		return
-	}
-	p.done = true
-	close(p.closed)
-	_ = p.ln.Close()
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-func (p *faultProxy) accept() {
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return // closed
-		}
-		server, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		if !p.track(client, server) {
-			return
-		}
-		p.wg.Go(func() { p.pump(server, client) })
-		p.wg.Go(func() { p.pump(client, server) })
-	}
-}
-
-// track registers a connection pair, or closes it when the proxy is
-// closed.
-func (p *faultProxy) track(conns ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range conns {
-		if p.done {
-			_ = c.Close()
-			continue
-		}
-		p.conns[c] = struct{}{}
-	}
-	return !p.done
-}
-
-// pump copies src to dst: this goroutine reads and stamps each chunk
-// with its delivery time, another writes it then, once the proxy is not
-// cut. When either side ends, both connections close, as a TCP relay's
-// would.
-func (p *faultProxy) pump(dst, src net.Conn) {
-	type chunk struct {
-		b  []byte
-		at time.Time
-	}
-	line := make(chan chunk, 64)
-	writerDone := make(chan struct{})
-	p.wg.Go(func() {
-		defer close(writerDone)
-		defer func() { _ = dst.Close(); _ = src.Close() }()
-		for c := range line {
-			if !p.hold(c.at) {
-				return
-			}
-			if _, err := dst.Write(c.b); err != nil {
-				return
-			}
-		}
-	})
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			at := time.Now().Add(p.delay)
-			p.mu.Unlock()
-			select {
-			case line <- chunk{b: append([]byte(nil), buf[:n]...), at: at}:
-			case <-writerDone:
-				err = net.ErrClosed
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	close(line)
-	<-writerDone
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-}
-
-// hold waits until at and while the proxy is cut; false when the proxy
-// closes meanwhile.
-func (p *faultProxy) hold(at time.Time) bool {
-	if d := time.Until(at); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-p.closed:
-			t.Stop()
-			return false
-		}
-	}
-	p.mu.Lock()
-	resume := p.resume
-	p.mu.Unlock()
-	select {
-	case <-resume:
-		return true
-	case <-p.closed:
-		return false
-	}
 }

@@ -17,6 +17,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/portcullis-mcp/portcullis/ratelimit/ratelimittest"
 )
 
 // TestSoakShort is the soak of `make soak`, shortened for CI: 30 seconds
@@ -291,7 +293,7 @@ func TestFaultProxy(t *testing.T) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
 		}
 	}()
-	p, err := newFaultProxy(ln.Addr().String())
+	p, err := ratelimittest.StartProxy(ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,128 +32,6 @@ import (
 // trips of a loaded test machine, so that only injected faults fail.
 const redisTimeout = 250 * time.Millisecond
 
-// faultProxy is a loopback TCP proxy to Redis that can add latency, or
-// kill every connection and refuse new ones.
-type faultProxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	delay time.Duration
-	dead  bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newFaultProxy(t *testing.T, target string) *faultProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &faultProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Go(p.accept)
-	t.Cleanup(func() {
-		ln.Close()
-		p.kill()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *faultProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *faultProxy) setDelay(d time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.delay = d
-}
-
-// kill closes every connection and refuses new ones until revive.
-func (p *faultProxy) kill() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.dead = true
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
-func (p *faultProxy) revive() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.dead = false
-}
-
-func (p *faultProxy) accept() {
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		dead := p.dead
-		p.mu.Unlock()
-		if dead {
-			client.Close()
-			continue
-		}
-		server, err := net.Dial("tcp", p.target)
-		if err != nil {
-			client.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[client], p.conns[server] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		p.wg.Go(func() { p.pump(server, client) })
-		p.wg.Go(func() { p.pump(client, server) })
-	}
-}
-
-// pump copies src to dst, each chunk delivered the current delay after it
-// was read (a delay line: latency, not a narrower pipe).
-func (p *faultProxy) pump(dst, src net.Conn) {
-	type chunk struct {
-		b  []byte
-		at time.Time
-	}
-	line := make(chan chunk, 1024)
-	p.wg.Go(func() {
-		defer dst.Close()
-		for c := range line {
-			time.Sleep(time.Until(c.at))
-			if _, err := dst.Write(c.b); err != nil {
-				src.Close()
-				for range line {
-				}
-				return
-			}
-		}
-	})
-	defer func() {
-		close(line)
-		src.Close()
-		p.mu.Lock()
-		delete(p.conns, dst)
-		delete(p.conns, src)
-		p.mu.Unlock()
-	}()
-	for {
-		buf := make([]byte, 32<<10)
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			d := p.delay
-			p.mu.Unlock()
-			line <- chunk{buf[:n], time.Now().Add(d)}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
 // redisFault is one way of breaking Redis and repairing it.
 type redisFault struct {
 	name          string
@@ -170,15 +46,15 @@ func TestFaultRedis(t *testing.T) {
 		addr = ratelimittest.DefaultRedisAddr
 	}
 	cut := ratelimittest.NewProxy(t, addr)
-	fp := newFaultProxy(t, addr)
+	fp := ratelimittest.NewProxy(t, addr)
 	for _, f := range []struct {
 		via   string
 		fault redisFault
 	}{
 		{cut.Addr(), redisFault{name: "partitioned (link cut)", cause: cut.Cut, repair: cut.Restore}},
-		{fp.addr(), redisFault{name: "killed (connections reset and refused)", cause: fp.kill, repair: fp.revive}},
-		{fp.addr(), redisFault{name: "slow beyond the timeout (4x)", cause: func() { fp.setDelay(4 * redisTimeout) }, repair: func() { fp.setDelay(0) }}},
-		{fp.addr(), redisFault{name: "slow within the timeout (10ms each way)", cause: func() { fp.setDelay(10 * time.Millisecond) }, repair: func() { fp.setDelay(0) },
+		{fp.Addr(), redisFault{name: "killed (connections reset and refused)", cause: fp.Kill, repair: fp.Revive}},
+		{fp.Addr(), redisFault{name: "slow beyond the timeout (4x)", cause: func() { fp.SetDelay(4 * redisTimeout) }, repair: func() { fp.SetDelay(0) }}},
+		{fp.Addr(), redisFault{name: "slow within the timeout (10ms each way)", cause: func() { fp.SetDelay(10 * time.Millisecond) }, repair: func() { fp.SetDelay(0) },
 			countedDuring: true}},
 	} {
 		t.Run(f.fault.name, func(t *testing.T) { testRedisFault(t, f.via, f.fault) })

@@ -4,49 +4,56 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
-// Proxy is a loopback TCP proxy in front of a target address, for
-// simulating a Redis that stops answering. It listens on 127.0.0.1 at a
-// free port. While cut, it still accepts connections but forwards nothing
-// in either direction, on new and existing connections alike, so clients
-// see timeouts rather than refused or reset connections — as behind a
-// network partition. Bytes already read are held and delivered on
-// [Proxy.Restore], like TCP retransmission after a partition heals.
+// Proxy is a loopback TCP proxy in front of a target address (Redis, in
+// the tests and the soak), for breaking the link the ways a network and a
+// server break:
+//
+//   - Cut holds every byte, on new and existing connections, until Restore
+//     delivers them: connections are still accepted, clients time out
+//     rather than see a reset, as behind a partition;
+//   - SetDelay delays every byte by a duration (a delay line: latency, not
+//     a narrower pipe);
+//   - Kill closes every connection and refuses new ones until Revive, as a
+//     server that died and restarts.
 //
 // A Proxy is safe for concurrent use.
 type Proxy struct {
-	t      testing.TB
-	target string
 	ln     net.Listener
+	target string
+	closed chan struct{}
+	wg     sync.WaitGroup
 
 	mu     sync.Mutex
-	cut    bool
-	resume chan struct{} // closed by Restore; replaced by Cut
+	resume chan struct{} // closed unless cut
+	delay  time.Duration
+	dead   bool
 	conns  map[net.Conn]struct{}
-	closed chan struct{}
 	done   bool
-	wg     sync.WaitGroup
+}
+
+// StartProxy listens on a free loopback port and forwards to target until
+// Close.
+func StartProxy(target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{ln: ln, target: target, closed: make(chan struct{}), resume: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	close(p.resume)
+	p.wg.Go(p.accept)
+	return p, nil
 }
 
 // NewProxy starts a proxy to target and closes it when the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := StartProxy(target)
 	if err != nil {
 		t.Fatalf("ratelimittest: proxy listen: %v", err)
 	}
-	p := &Proxy{
-		t:      t,
-		target: target,
-		ln:     ln,
-		resume: make(chan struct{}),
-		conns:  make(map[net.Conn]struct{}),
-		closed: make(chan struct{}),
-	}
-	close(p.resume)
-	p.wg.Add(1)
-	go p.accept()
 	t.Cleanup(p.Close)
 	return p
 }
@@ -54,30 +61,54 @@ func NewProxy(t testing.TB, target string) *Proxy {
 // Addr returns the proxy's address, host:port.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
-// Cut stops forwarding: connections are still accepted, but no byte moves
-// until Restore.
+// Cut holds every byte, on new and existing connections, until Restore.
 func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.cut {
-		p.cut = true
+	select {
+	case <-p.resume:
 		p.resume = make(chan struct{})
+	default: // already cut
 	}
 }
 
-// Restore resumes forwarding on every connection.
+// Restore delivers the bytes held and forwards again.
 func (p *Proxy) Restore() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cut {
-		p.cut = false
+	select {
+	case <-p.resume:
+	default:
 		close(p.resume)
 	}
 }
 
+// SetDelay delays every byte read from now on by d.
+func (p *Proxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay = d
+}
+
+// Kill closes every connection and refuses new ones until Revive.
+func (p *Proxy) Kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dead = true
+	for c := range p.conns {
+		_ = c.Close()
+	}
+}
+
+// Revive accepts connections again after Kill.
+func (p *Proxy) Revive() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dead = false
+}
+
 // Close stops the proxy, closes every connection and waits for its
-// goroutines. It is called when the test ends; calling it again does
-// nothing.
+// goroutines; calling it again does nothing.
 func (p *Proxy) Close() {
 	p.mu.Lock()
 	if p.done {
@@ -95,46 +126,105 @@ func (p *Proxy) Close() {
 }
 
 func (p *Proxy) accept() {
-	defer p.wg.Done()
 	for {
 		client, err := p.ln.Accept()
 		if err != nil {
 			return // closed
 		}
-		server, err := net.Dial("tcp", p.target)
+		p.mu.Lock()
+		dead := p.dead
+		p.mu.Unlock()
+		if dead {
+			_ = client.Close()
+			continue
+		}
+		server, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 		if err != nil {
-			p.t.Logf("ratelimittest: proxy dial %s: %v", p.target, err)
 			_ = client.Close()
 			continue
 		}
 		if !p.track(client, server) {
 			return
 		}
-		p.wg.Add(2)
-		go p.pump(server, client)
-		go p.pump(client, server)
+		p.wg.Go(func() { p.pump(server, client) })
+		p.wg.Go(func() { p.pump(client, server) })
 	}
 }
 
-// track registers a connection pair, or closes it if the proxy is closed.
+// track registers a connection pair, or closes it when the proxy is
+// closed.
 func (p *Proxy) track(conns ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.done {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		return false
-	}
 	for _, c := range conns {
+		if p.done {
+			_ = c.Close()
+			continue
+		}
 		p.conns[c] = struct{}{}
 	}
-	return true
+	return !p.done
 }
 
-// gate blocks while the proxy is cut; it reports false once the proxy is
-// closed.
-func (p *Proxy) gate() bool {
+// pump copies src to dst: this goroutine reads and stamps each chunk with
+// its delivery time, another writes it then, once the proxy is not cut.
+// When either side ends, both connections close, as a TCP relay's would.
+func (p *Proxy) pump(dst, src net.Conn) {
+	type chunk struct {
+		b  []byte
+		at time.Time
+	}
+	line := make(chan chunk, 64)
+	writerDone := make(chan struct{})
+	p.wg.Go(func() {
+		defer close(writerDone)
+		defer func() { _ = dst.Close(); _ = src.Close() }()
+		for c := range line {
+			if !p.hold(c.at) {
+				return
+			}
+			if _, err := dst.Write(c.b); err != nil {
+				return
+			}
+		}
+	})
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			at := time.Now().Add(p.delay)
+			p.mu.Unlock()
+			select {
+			case line <- chunk{b: append([]byte(nil), buf[:n]...), at: at}:
+			case <-writerDone:
+				err = net.ErrClosed
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	close(line)
+	<-writerDone
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// hold waits until at and while the proxy is cut; false when the proxy
+// closes meanwhile.
+func (p *Proxy) hold(at time.Time) bool {
+	if d := time.Until(at); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-p.closed:
+			t.Stop()
+			return false
+		}
+	}
 	p.mu.Lock()
 	resume := p.resume
 	p.mu.Unlock()
@@ -143,37 +233,5 @@ func (p *Proxy) gate() bool {
 		return true
 	case <-p.closed:
 		return false
-	}
-}
-
-// pump copies src to dst, holding every chunk at the gate.
-func (p *Proxy) pump(dst, src net.Conn) {
-	defer p.wg.Done()
-	defer func() {
-		// One side ended: end the pair, as a plain TCP relay does.
-		_ = dst.Close()
-		_ = src.Close()
-		p.mu.Lock()
-		delete(p.conns, dst)
-		delete(p.conns, src)
-		p.mu.Unlock()
-	}()
-	buf := make([]byte, 32<<10)
-	for {
-		if !p.gate() {
-			return
-		}
-		n, err := src.Read(buf)
-		if n > 0 {
-			if !p.gate() {
-				return
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return // EOF, reset or closed: end the pair
-		}
 	}
 }
