@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -135,7 +136,7 @@ func checkImplemented(m protoreflect.Message, path string, errs *[]error) {
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		p := path + "." + string(fd.Name())
-		if !contains(fields, fd.Name()) {
+		if !slices.Contains(fields, fd.Name()) {
 			*errs = append(*errs, fmt.Errorf("%s: not implemented by the front door", p))
 			return true
 		}
@@ -155,15 +156,6 @@ func checkImplemented(m protoreflect.Message, path string, errs *[]error) {
 		}
 		return true
 	})
-}
-
-func contains(names []protoreflect.Name, n protoreflect.Name) bool {
-	for _, x := range names {
-		if x == n {
-			return true
-		}
-	}
-	return false
 }
 
 // Filter names as Envoy knows them.

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -86,11 +87,7 @@ func (st *stream) rateLimitFilter(c *ratelimitfilterv3.RateLimit) bool {
 	return true
 }
 
-type rateLimitError string
-
-func (e rateLimitError) Error() string { return string(e) }
-
-const errUnknownCode = rateLimitError("rate limit service answered UNKNOWN")
+var errUnknownCode = errors.New("rate limit service answered UNKNOWN")
 
 // descriptor builds one descriptor from a route's rate_limits entry. Like
 // Envoy, it returns false when an action cannot produce its entry (and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
 	"github.com/portcullis-mcp/portcullis/ratelimit"
@@ -15,21 +14,9 @@ import (
 // it allocates today (18): allocation counts are exact, so this catches a
 // regression without timing anything.
 func TestShouldRateLimitAllocs(t *testing.T) {
-	cfg, err := ratelimit.ParseConfig(map[string][]byte{"mcp.yaml": []byte(`
-domain: mcp
-descriptors:
-  - key: subject
-    rate_limit: { unit: second, requests_per_unit: 1000000000 }
-    descriptors:
-      - key: tool
-        rate_limit: { unit: second, requests_per_unit: 1000000000 }
-`)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, req := hotPath(t)
 	svc := ratelimit.NewService(ratelimit.NewMemoryStore(nil), nil)
 	svc.SetConfig(cfg)
-	req := &rlsv3.RateLimitRequest{Domain: "mcp", Descriptors: []*rlcommonv3.RateLimitDescriptor{desc("subject=alice"), desc("subject=alice", "tool=echo")}}
 	ctx := context.Background()
 	if n := testing.AllocsPerRun(500, func() {
 		if resp, err := svc.ShouldRateLimit(ctx, req); err != nil || resp.GetOverallCode() != rlsv3.RateLimitResponse_OK {

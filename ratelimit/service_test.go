@@ -273,7 +273,11 @@ func cmpProto() cmp.Option { return protocmp.Transform() }
 
 // BenchmarkShouldRateLimit measures one call with two descriptors (subject,
 // subject+tool) on each store; the limits are high enough never to reject.
-func BenchmarkShouldRateLimit(b *testing.B) {
+// hotPath is the configuration and the request of the hot-path benchmark
+// and allocation ceiling: Envoy's two MCP descriptors, (subject) and
+// (subject, tool), under limits no load reaches.
+func hotPath(t testing.TB) (*ratelimit.Config, *rlsv3.RateLimitRequest) {
+	t.Helper()
 	cfg, err := ratelimit.ParseConfig(map[string][]byte{"mcp.yaml": []byte(`
 domain: mcp
 descriptors:
@@ -284,9 +288,13 @@ descriptors:
         rate_limit: { unit: second, requests_per_unit: 1000000000 }
 `)})
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	req := &rlsv3.RateLimitRequest{Domain: "mcp", Descriptors: []*rlcommonv3.RateLimitDescriptor{desc("subject=alice"), desc("subject=alice", "tool=echo")}}
+	return cfg, &rlsv3.RateLimitRequest{Domain: "mcp", Descriptors: []*rlcommonv3.RateLimitDescriptor{desc("subject=alice"), desc("subject=alice", "tool=echo")}}
+}
+
+func BenchmarkShouldRateLimit(b *testing.B) {
+	cfg, req := hotPath(b)
 	redisStore, err := ratelimit.NewRedisStore(&ratelimit.RedisOptions{Client: ratelimittest.Redis(b), Prefix: ratelimittest.RedisPrefix(b)})
 	if err != nil {
 		b.Fatal(err)

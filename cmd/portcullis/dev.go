@@ -113,21 +113,19 @@ func runDev(ctx context.Context, o devOptions, stdout, stderr io.Writer, ready c
 	if err != nil {
 		return err
 	}
+	defer issuerLis.Close() // on early returns; the issuer's server closes it too
 	issuerURL := "http://" + issuerLis.Addr().String()
 	frontURL := "http://" + fdLis.Addr().String()
 	key, err := writeDevFiles(dir)
 	if err != nil {
-		issuerLis.Close()
 		return err
 	}
 	cfg, err := devConfig(dir, issuerURL, frontURL, o)
 	if err != nil {
-		issuerLis.Close()
 		return err
 	}
 	logger, err := telemetry.NewLogger(stderr, cfg.Telemetry.LogLevel, cfg.Telemetry.LogFormat)
 	if err != nil {
-		issuerLis.Close()
 		return usageError{err}
 	}
 	bs, err := envoy.Shipped()
@@ -135,14 +133,12 @@ func runDev(ctx context.Context, o devOptions, stdout, stderr io.Writer, ready c
 		bs, err = envoy.LoadBootstrap(o.bootstrap)
 	}
 	if err != nil {
-		issuerLis.Close()
 		return usageError{fmt.Errorf("envoy bootstrap: %w", err)}
 	}
 
 	// One audit stream for both servers, on the stderr dev was given.
 	audit, closeAudit, err := auditLogger(cfg, stderr)
 	if err != nil {
-		issuerLis.Close()
 		return err
 	}
 	defer closeAudit()

@@ -482,12 +482,7 @@ func writeJSON(path string, v any) error {
 }
 
 func nullCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("null", "", stderr)
-	listen := fs.String("listen", "127.0.0.1:9191", "gRPC listen address")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	lis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *listen)
+	lis, err := listenFlag(ctx, "null", "127.0.0.1:9191", "gRPC listen address", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -501,12 +496,7 @@ func nullCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func bareMCPCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("baremcp", "", stderr)
-	listen := fs.String("listen", "127.0.0.1:8081", "HTTP listen address (endpoint /mcp)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	lis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *listen)
+	lis, err := listenFlag(ctx, "baremcp", "127.0.0.1:8081", "HTTP listen address (endpoint /mcp)", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -522,6 +512,17 @@ func bareMCPCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	return nil
+}
+
+// listenFlag parses a server subcommand's only flag, -listen, and opens
+// the listener.
+func listenFlag(ctx context.Context, name, def, usage string, args []string, stderr io.Writer) (net.Listener, error) {
+	fs := newFlags(name, "", stderr)
+	listen := fs.String("listen", def, usage)
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	return (&net.ListenConfig{}).Listen(ctx, "tcp", *listen)
 }
 
 func chartCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
