@@ -272,6 +272,37 @@ func TestInputAtAgreesWithValue(t *testing.T) {
 		Identity:      Identity{Authenticated: true, Subject: "alice", Roles: []string{"admin"}, Claims: map[string]any{"tenant": map[string]any{"id": "t1"}}},
 		MCP:           &MCP{Method: "tools/call", Name: "echo", Tool: "echo", ID: json.Number("7"), Arguments: map[string]any{"text": "hi"}, Source: SourceBody},
 	}
+	checkAtAgreesWithValue(t, in)
+	// Another shape: a string id, a truncated call, no roles or claims.
+	checkAtAgreesWithValue(t, &Input{Identity: Identity{Subject: "bob", Kind: "api_key"},
+		MCP: &MCP{Method: "tools/call", ID: "req-1", Truncated: true, Source: SourceHeaders}})
+	// The zero input: no MCP, no claims, an anonymous kind.
+	zero := &Input{}
+	for _, p := range [][]string{{"mcp"}, {"mcp", "method"}, {"identity", "kind"}, {"identity", "claims"}, {"identity", "claims", "x"},
+		{"parsed_body"}, {"parsed_body", "x"}, {"attributes", "request"}, {"identity"}, {"parsed_query"}, {"identity", "roles"}} {
+		var want ast.Value = zero.value()
+		for _, k := range p {
+			obj, ok := want.(ast.Object)
+			if !ok {
+				want = nil
+				break
+			}
+			if e := obj.Get(ast.StringTerm(k)); e != nil {
+				want = e.Value
+			} else {
+				want = nil
+				break
+			}
+		}
+		got := zero.at(p)
+		if (got == nil) != (want == nil) || (got != nil && ast.Compare(got, want) != 0) {
+			t.Errorf("zero input: at(%v) = %v, value() has %v", p, got, want)
+		}
+	}
+}
+
+func checkAtAgreesWithValue(t *testing.T, in *Input) {
+	t.Helper()
 	full := in.value()
 	var paths [][]string
 	var walkPaths func(v ast.Value, p []string)
@@ -311,27 +342,13 @@ func TestInputAtAgreesWithValue(t *testing.T) {
 	if len(paths) < 40 {
 		t.Fatalf("only %d paths checked", len(paths))
 	}
-	// The zero input: no MCP, no claims, an anonymous kind.
-	zero := &Input{}
-	for _, p := range [][]string{{"mcp"}, {"mcp", "method"}, {"identity", "kind"}, {"identity", "claims"}, {"identity", "claims", "x"},
-		{"parsed_body"}, {"parsed_body", "x"}, {"attributes", "request"}, {"identity"}, {"parsed_query"}} {
-		var want ast.Value = zero.value()
-		for _, k := range p {
-			obj, ok := want.(ast.Object)
-			if !ok {
-				want = nil
-				break
+	// The key reads these paths through goAt: its encoding must be the
+	// AST value's.
+	for _, p := range paths {
+		if v, ok, handled := in.goAt(p); handled && ok {
+			if got, want := appendCanonicalGo(nil, v), appendCanonical(nil, in.at(p)); string(got) != string(want) {
+				t.Errorf("key encoding at %v: Go %q, AST %q", p, got, want)
 			}
-			if e := obj.Get(ast.StringTerm(k)); e != nil {
-				want = e.Value
-			} else {
-				want = nil
-				break
-			}
-		}
-		got := zero.at(p)
-		if (got == nil) != (want == nil) || (got != nil && ast.Compare(got, want) != 0) {
-			t.Errorf("zero input: at(%v) = %v, value() has %v", p, got, want)
 		}
 	}
 }

@@ -145,8 +145,83 @@ func (in *Input) goAt(path []string) (v any, ok, handled bool) {
 		}
 		v, ok = goLookup(in.MCP.Arguments, path[2:])
 		return v, ok, true
+	case path[0] == "identity" && len(path) > 1:
+		// The scalar and list fields: a footprint key reads them without
+		// building terms. Their values have no keys to follow.
+		v, ok = in.Identity.fieldGo(path[1])
+		return v, ok && len(path) == 2, ok
+	case path[0] == "mcp" && len(path) > 1:
+		if in.MCP == nil {
+			return nil, false, true
+		}
+		v, ok = in.MCP.fieldGo(path[1])
+		if _, isMap := v.(map[string]any); isMap { // an object id: let at walk it
+			return nil, false, false
+		}
+		return v, ok && len(path) == 2, true
 	}
 	return nil, false, false
+}
+
+// fieldGo is fieldTerm's value as a Go value (string, bool or []string);
+// ok is false where fieldTerm is nil. claims is not one of them.
+func (id *Identity) fieldGo(k string) (v any, ok bool) {
+	switch k {
+	case "authenticated":
+		return id.Authenticated, true
+	case "provider":
+		return id.Provider, true
+	case "kind":
+		if id.Kind == "" {
+			return KindAnonymous, true
+		}
+		return id.Kind, true
+	case "subject":
+		return id.Subject, true
+	case "client_id":
+		return id.ClientID, true
+	case "roles":
+		return nonNil(id.Roles), true
+	case "scopes":
+		return nonNil(id.Scopes), true
+	}
+	return nil, false
+}
+
+func nonNil(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
+}
+
+// fieldGo is fieldTerm's value as a Go value; ok is false where fieldTerm
+// is nil. arguments is not one of them.
+func (m *MCP) fieldGo(k string) (v any, ok bool) {
+	var s string
+	switch k {
+	case "method":
+		s = m.Method
+	case "id":
+		return m.ID, m.ID != nil
+	case "name":
+		s = m.Name
+	case "tool":
+		s = m.Tool
+	case "resource":
+		s = m.Resource
+	case "prompt":
+		s = m.Prompt
+	case "protocol_version":
+		s = m.ProtocolVersion
+	case "session_id":
+		s = m.SessionID
+	case "source":
+		s = m.Source
+	case "truncated":
+		return m.Truncated, true
+	}
+	return s, s != ""
 }
 
 // goLookup follows object keys through a JSON-like Go value.
