@@ -183,8 +183,8 @@ func TestCheckAllowedIdentity(t *testing.T) {
 		if err != nil || c.Subject != "alice" || c.MCPMethod != "tools/call" || c.MCPName != "fs.read" {
 			t.Errorf("identity token: %+v, %v", c, err)
 		}
-		if set[HeaderDecisionID] == "" || set[HeaderDecisionID] != resp.GetDynamicMetadata().AsMap()[MetaDecisionID] {
-			t.Errorf("%s = %q, want the decision id %v", HeaderDecisionID, set[HeaderDecisionID], resp.GetDynamicMetadata().AsMap()[MetaDecisionID])
+		if set[HeaderDecisionID] == "" || set[HeaderDecisionID] != wireMetadata(t, resp).AsMap()[MetaDecisionID] {
+			t.Errorf("%s = %q, want the decision id %v", HeaderDecisionID, set[HeaderDecisionID], wireMetadata(t, resp).AsMap()[MetaDecisionID])
 		}
 		removed := slices.Contains(ok.GetHeadersToRemove(), "authorization")
 		if removed == forward {
@@ -196,7 +196,7 @@ func TestCheckAllowedIdentity(t *testing.T) {
 		if dec.in.Identity.Subject != "alice" || !dec.in.Identity.Authenticated {
 			t.Errorf("policy saw %+v", dec.in.Identity)
 		}
-		md := resp.GetDynamicMetadata().AsMap()
+		md := wireMetadata(t, resp).AsMap()
 		if md[MetaSubject] != "alice" || md[MetaProvider] != "test" || md[MetaClientID] != "cli" {
 			t.Errorf("dynamic metadata %v", md)
 		}

@@ -11,7 +11,6 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/portcullis-mcp/portcullis/policy"
 )
@@ -96,11 +95,12 @@ func (s *Server) okResponse(r *request, d *policy.Decision, decisionID string) *
 	for _, h := range d.ResponseHeadersToAdd {
 		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, headerOption(h.Key, h.Value, h.Append))
 	}
-	return &authv3.CheckResponse{
-		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
-		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		DynamicMetadata: dynamicMetadata(r, d, decisionID),
+	resp := &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 	}
+	setDynamicMetadata(resp, r, d, decisionID)
+	return resp
 }
 
 // deniedResponse maps a policy denial onto a DeniedHttpResponse.
@@ -130,23 +130,22 @@ func (s *Server) deniedResponse(r *request, d *policy.Decision, decisionID strin
 		body = errorBody(mcpID(r), codeForStatus(status), reason)
 		headers = append(headers, headerOption("content-type", "application/json", false))
 	}
-	return &authv3.CheckResponse{
+	resp := &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(grpcCodeForStatus(status)), Message: reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
 			Headers: headers,
 			Body:    body,
 		}},
-		DynamicMetadata: dynamicMetadata(r, d, decisionID),
 	}
+	setDynamicMetadata(resp, r, d, decisionID)
+	return resp
 }
 
 // refusal answers a request refused before or instead of a policy
 // decision: malformed input (4xx) or a decision that could not be made
 // (503).
 func (s *Server) refusal(e *requestError, decisionID string) *authv3.CheckResponse {
-	md := map[string]any{MetaDecisionID: decisionID}
-	st, _ := structpb.NewStruct(md)
 	headers := []*corev3.HeaderValueOption{headerOption("content-type", "application/json", false)}
 	if e.challenge != "" {
 		headers = append(headers, headerOption("www-authenticate", e.challenge, false))
@@ -154,15 +153,16 @@ func (s *Server) refusal(e *requestError, decisionID string) *authv3.CheckRespon
 	if e.retryAfter != "" {
 		headers = append(headers, headerOption("retry-after", e.retryAfter, false))
 	}
-	return &authv3.CheckResponse{
+	resp := &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(grpcCodeForStatus(e.status)), Message: e.reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(e.status)},
 			Headers: headers,
 			Body:    errorBody(e.id, e.code, e.message),
 		}},
-		DynamicMetadata: st,
 	}
+	setMetadataEntries(resp, []metaEntry{{MetaDecisionID, decisionID}})
+	return resp
 }
 
 // challenge builds a WWW-Authenticate Bearer challenge (RFC 6750) with the
@@ -200,64 +200,6 @@ func headerOption(k, v string, appendValue bool) *corev3.HeaderValueOption {
 		action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
 	}
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: action}
-}
-
-// dynamicMetadata is the metadata emitted with every decision: the policy's
-// own keys first, then ours, which win.
-func dynamicMetadata(r *request, d *policy.Decision, decisionID string) *structpb.Struct {
-	m := make(map[string]any, len(d.DynamicMetadata)+7)
-	for k, v := range d.DynamicMetadata {
-		m[k] = structValue(v)
-	}
-	id := r.in.Identity
-	put := func(k, v string) {
-		if v != "" {
-			m[k] = v
-		}
-	}
-	put(MetaSubject, id.Subject)
-	put(MetaClientID, id.ClientID)
-	put(MetaProvider, id.Provider)
-	if c := r.in.MCP; c != nil {
-		put(MetaMCPMethod, c.Method)
-		put(MetaMCPName, c.Name)
-	}
-	m[MetaDecisionID] = decisionID
-	m[MetaCost] = float64(d.Cost)
-	st, err := structpb.NewStruct(m)
-	if err != nil { // structValue makes every value representable
-		st = &structpb.Struct{Fields: map[string]*structpb.Value{MetaDecisionID: structpb.NewStringValue(decisionID)}}
-	}
-	return st
-}
-
-// structValue converts the values OPA returns (json.Number) into ones
-// structpb accepts.
-func structValue(v any) any {
-	switch v := v.(type) {
-	case json.Number:
-		f, err := v.Float64()
-		if err != nil {
-			return v.String()
-		}
-		return f
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for k, e := range v {
-			out[k] = structValue(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			out[i] = structValue(e)
-		}
-		return out
-	case nil, bool, string, float64:
-		return v
-	default:
-		return nil
-	}
 }
 
 func mcpID(r *request) any {

@@ -144,7 +144,7 @@ func TestCheckAllowMapping(t *testing.T) {
 	if diff := cmp.Diff(want, ok, protocmp.Transform()); diff != "" {
 		t.Errorf("OkHttpResponse (-want +got):\n%s", diff)
 	}
-	md := resp.GetDynamicMetadata().AsMap()
+	md := wireMetadata(t, resp).AsMap()
 	if id, _ := md[MetaDecisionID].(string); len(id) != 36 {
 		t.Errorf("decision_id = %v", md[MetaDecisionID])
 	}
@@ -262,7 +262,7 @@ func TestCheckDenyMapping(t *testing.T) {
 			if strings.Contains(resp.String(), "secret") {
 				t.Error("internal error detail leaked into the response")
 			}
-			if _, ok := resp.GetDynamicMetadata().AsMap()[MetaDecisionID]; !ok {
+			if _, ok := wireMetadata(t, resp).AsMap()[MetaDecisionID]; !ok {
 				t.Error("no decision_id in dynamic metadata")
 			}
 		})
@@ -449,7 +449,7 @@ func TestGRPCEndToEnd(t *testing.T) {
 	if h := resp.GetOkResponse().GetHeaders(); len(h) != 1 || h[0].GetHeader().GetValue() != "fs.read" {
 		t.Errorf("headers = %v", h)
 	}
-	if c := resp.GetDynamicMetadata().GetFields()[MetaCost].GetNumberValue(); c != 2 {
+	if c := wireMetadata(t, resp).GetFields()[MetaCost].GetNumberValue(); c != 2 {
 		t.Errorf("cost = %v, want 2", c)
 	}
 	if got := readDenial(t, call(tool("fs.read", `{"path":"/etc/passwd"}`), nil)); got.status != 403 || got.message != "not permitted" {
