@@ -47,11 +47,9 @@ const (
 
 // okResponse maps an allow onto an OkHttpResponse.
 func (s *Server) okResponse(r *request, d *policy.Decision, decisionID string) *authv3.CheckResponse {
-	ok := &authv3.OkHttpResponse{}
-	set := map[string]bool{}
+	ok := &authv3.OkHttpResponse{Headers: make([]*corev3.HeaderValueOption, 0, len(d.Headers)+7)}
 	for _, h := range d.Headers {
 		ok.Headers = append(ok.Headers, headerOption(h.Key, h.Value, h.Append))
-		set[h.Key] = true
 	}
 	id := r.in.Identity
 	for _, h := range [...]struct{ key, val string }{
@@ -63,7 +61,6 @@ func (s *Server) okResponse(r *request, d *policy.Decision, decisionID string) *
 	} {
 		if h.val != "" {
 			ok.Headers = append(ok.Headers, headerOption(h.key, h.val, false))
-			set[h.key] = true
 		}
 	}
 	if s.opts.Signer != nil { // anonymous callers the policy allowed too: the token says the gateway let this call through
@@ -74,17 +71,16 @@ func (s *Server) okResponse(r *request, d *policy.Decision, decisionID string) *
 		if tok, err := s.opts.Signer.Token(&r.in.Identity, method, name); err == nil {
 			ok.Headers = append(ok.Headers, headerOption(HeaderIdentity, tok, false),
 				headerOption(HeaderDecisionID, decisionID, false))
-			set[HeaderIdentity], set[HeaderDecisionID] = true, true
 		}
 	}
 	// Envoy applies headers_to_remove after the headers above: remove only
 	// what nothing sets.
 	ok.HeadersToRemove = append(ok.HeadersToRemove, d.RequestHeadersToRemove...)
-	if r.credentialHeader != "" && !s.opts.ForwardCredentials && !set[r.credentialHeader] {
+	if r.credentialHeader != "" && !s.opts.ForwardCredentials && !setsHeader(ok.Headers, r.credentialHeader) {
 		ok.HeadersToRemove = append(ok.HeadersToRemove, r.credentialHeader)
 	}
 	for k := range r.headers {
-		if strings.HasPrefix(k, identityHeaderPrefix) && !set[k] {
+		if strings.HasPrefix(k, identityHeaderPrefix) && !setsHeader(ok.Headers, k) {
 			ok.HeadersToRemove = append(ok.HeadersToRemove, k)
 		}
 	}
@@ -194,12 +190,31 @@ func quote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
+// headerPair holds an option and its header in one allocation.
+type headerPair struct {
+	opt corev3.HeaderValueOption
+	hdr corev3.HeaderValue
+}
+
 func headerOption(k, v string, appendValue bool) *corev3.HeaderValueOption {
-	action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	p := &headerPair{}
+	p.hdr.Key, p.hdr.Value = k, v
+	p.opt.Header = &p.hdr
+	p.opt.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 	if appendValue {
-		action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+		p.opt.AppendAction = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
 	}
-	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: action}
+	return &p.opt
+}
+
+// setsHeader reports whether hs sets the header k.
+func setsHeader(hs []*corev3.HeaderValueOption, k string) bool {
+	for _, h := range hs {
+		if h.GetHeader().GetKey() == k {
+			return true
+		}
+	}
+	return false
 }
 
 func mcpID(r *request) any {

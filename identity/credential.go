@@ -55,16 +55,20 @@ func malformed(provider, desc string) *Error {
 	return &Error{Kind: Malformed, Provider: provider, Description: desc}
 }
 
+// b64TokenChars marks the bytes of RFC 6750's b64token before its padding.
+var b64TokenChars = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/", byte(c)) >= 0
+	}
+	return t
+}()
+
 // isB64Token reports whether s matches RFC 6750's b64token:
 // 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
 func isB64Token(s string) bool {
 	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/", c) >= 0 {
-			continue
-		}
-		break
+	for i < len(s) && b64TokenChars[s[i]] {
+		i++
 	}
 	if i == 0 {
 		return false

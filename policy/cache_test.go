@@ -278,6 +278,7 @@ func TestInputAtAgreesWithValue(t *testing.T) {
 		MCP: &MCP{Method: "tools/call", ID: "req-1", Truncated: true, Source: SourceHeaders}})
 	// The zero input: no MCP, no claims, an anonymous kind.
 	zero := &Input{}
+	checkAtAgreesWithValue(t, zero)
 	for _, p := range [][]string{{"mcp"}, {"mcp", "method"}, {"identity", "kind"}, {"identity", "claims"}, {"identity", "claims", "x"},
 		{"parsed_body"}, {"parsed_body", "x"}, {"attributes", "request"}, {"identity"}, {"parsed_query"}, {"identity", "roles"}} {
 		var want ast.Value = zero.value()

@@ -126,6 +126,13 @@ func (in *Input) goAt(path []string) (v any, ok, handled bool) {
 		}
 		v, ok = goLookup(in.Attributes, path[1:])
 		return v, ok, true
+	case path[0] == "parsed_path":
+		return nonNil(in.ParsedPath), len(path) == 1, true
+	case path[0] == "parsed_query":
+		v, ok = goLookup(in.ParsedQuery, path[1:])
+		return v, ok, true
+	case path[0] == "truncated_body":
+		return in.TruncatedBody, len(path) == 1, true
 	case path[0] == "parsed_body":
 		if in.ParsedBody == nil {
 			return nil, false, true
