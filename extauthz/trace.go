@@ -32,7 +32,7 @@ const (
 // when tracing is off (Options.Tracer is nil).
 //
 // The span joins the user's request trace. When Envoy propagated a trace
-// context on the gRPC call, the span in ctx (otelgrpc's server span) is
+// context on the gRPC call, the span in ctx (the gRPC server span) is
 // already part of it and is the parent. Otherwise the parent is read from
 // the checked request's headers: W3C traceparent/tracestate through the
 // propagator, else B3 (single b3 header or x-b3-*); the gRPC server span is

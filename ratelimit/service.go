@@ -46,7 +46,7 @@ type ServiceOptions struct {
 	// MeterProvider provides the rate-limit metrics; nil means none.
 	MeterProvider metric.MeterProvider
 	// TracerProvider provides the portcullis.ratelimit span; nil uses the
-	// provider of the span in ShouldRateLimit's context (otelgrpc's), when
+	// provider of the span in ShouldRateLimit's context (the gRPC server span's), when
 	// that span is recording.
 	TracerProvider trace.TracerProvider
 }

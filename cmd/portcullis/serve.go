@@ -16,7 +16,6 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -170,9 +169,16 @@ func serveWith(ctx context.Context, cfg *config.Config, logger, audit *slog.Logg
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tel.Tracer),
-		otelgrpc.WithMeterProvider(tel.Meter), otelgrpc.WithPropagators(tel.Propagator))))
-	gs := grpc.NewServer(opts...)
+	// The stats handler records the registered methods by name, others
+	// as _OTHER; gs is set before the first RPC asks for them.
+	var gs *grpc.Server
+	opts = append(opts, grpc.StatsHandler(telemetry.NewGRPCServerHandler(&telemetry.GRPCServerOptions{
+		TracerProvider: tel.Tracer,
+		MeterProvider:  tel.Meter,
+		Propagator:     tel.Propagator,
+		Services:       func() map[string]grpc.ServiceInfo { return gs.GetServiceInfo() },
+	})))
+	gs = grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(gs, authz)
 	rlsv3.RegisterRateLimitServiceServer(gs, rl.service)
 	hs := health.NewServer()

@@ -28,7 +28,6 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -46,7 +45,7 @@ import (
 )
 
 // The scenario runs Portcullis in one process the way serve and mcp wire
-// it — ext_authz and the rate limit service on a gRPC server with otelgrpc,
+// it — ext_authz and the rate limit service on a gRPC server with its stats handler,
 // the MCP server behind otelhttp and a stand-in for Envoy that asks Check
 // about every request — with every identity provider that talks to the
 // network, one meter provider exported as Prometheus text, an in-memory
@@ -242,8 +241,11 @@ func newScenario(t *testing.T) *scenario {
 	rl := ratelimit.NewService(ratelimit.NewMemoryStore(nil), &ratelimit.ServiceOptions{FailOpen: true, ResponseHeaders: true,
 		Logger: logger.With(slog.String("component", "ratelimit")), MeterProvider: mp})
 	rl.SetConfig(cfg)
-	gs := grpc.NewServer(grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp),
-		otelgrpc.WithMeterProvider(mp), otelgrpc.WithPropagators(prop))))
+	var gs *grpc.Server
+	gs = grpc.NewServer(grpc.StatsHandler(telemetry.NewGRPCServerHandler(&telemetry.GRPCServerOptions{
+		TracerProvider: tp, MeterProvider: mp, Propagator: prop,
+		Services: func() map[string]grpc.ServiceInfo { return gs.GetServiceInfo() },
+	})))
 	authv3.RegisterAuthorizationServer(gs, authz)
 	rlsv3.RegisterRateLimitServiceServer(gs, rl)
 	lis := bufconn.Listen(1 << 20)
