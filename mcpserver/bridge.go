@@ -354,7 +354,7 @@ func (u *upstream) serve(ctx context.Context) error {
 		}
 	}
 	client := mcp.NewClient(&mcp.Implementation{Name: "portcullis-bridge", Version: "1"}, &mcp.ClientOptions{
-		Logger:                     u.b.logger,
+		Logger:                     slog.New(demoteInfo{u.b.logger.Handler()}),
 		Capabilities:               &mcp.ClientCapabilities{},
 		ToolListChangedHandler:     func(context.Context, *mcp.ToolListChangedRequest) { signal() },
 		PromptListChangedHandler:   func(context.Context, *mcp.PromptListChangedRequest) { signal() },

@@ -39,7 +39,7 @@ func (s *Server) buildHandler() http.Handler {
 	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp }, &mcp.StreamableHTTPOptions{
 		Stateless:                  !s.opts.Stateful,
 		EventStore:                 s.eventStore(),
-		Logger:                     s.logger,
+		Logger:                     s.sdkLogger,
 		DisableLocalhostProtection: s.opts.BehindProxy,
 		MaxRequestBodyBytes:        s.opts.MaxBodyBytes,
 	})

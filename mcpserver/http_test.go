@@ -1,11 +1,15 @@
 package mcpserver
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -162,4 +166,48 @@ func BenchmarkToolCallHTTP(b *testing.B) {
 		mux.Handle(PathMCP, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return bare }, &mcp.StreamableHTTPOptions{Stateless: true}))
 		benchEcho(b, mux)
 	})
+}
+
+// The SDK's per-request session lines are debug, not info: a stateless
+// server would otherwise log three lines for every call.
+func TestSDKLifecycleLogsAtDebug(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		var logs syncBuffer
+		s := newServer(t, &Options{Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: level}))})
+		srv := httptest.NewServer(s.Handler())
+		req, _ := http.NewRequestWithContext(testContext(t), "POST", srv.URL+PathMCP, strings.NewReader(initializeBody))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		out := logs.String()
+		switch {
+		case level == slog.LevelInfo && strings.Contains(out, "server connecting"):
+			t.Errorf("at info, the SDK's lifecycle is logged:\n%s", out)
+		case level == slog.LevelDebug && !strings.Contains(out, `"level":"DEBUG","msg":"server connecting"`):
+			t.Errorf("at debug, the SDK's lifecycle is missing or not at debug:\n%s", out)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

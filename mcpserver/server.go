@@ -106,14 +106,16 @@ type Options struct {
 // for concurrent use. New starts no goroutines: [Server.RunStdio] blocks
 // until the client goes away, and [Server.Handler] serves HTTP.
 type Server struct {
-	opts    Options
-	logger  *slog.Logger
-	audit   *slog.Logger
-	now     func() time.Time
-	mcp     *mcp.Server
-	handler http.Handler
-	builtin map[string]struct{} // names of the built-in tools
-	metrics *toolMetrics
+	opts   Options
+	logger *slog.Logger
+	// sdkLogger is the go-sdk's: logger with its info records at debug.
+	sdkLogger *slog.Logger
+	audit     *slog.Logger
+	now       func() time.Time
+	mcp       *mcp.Server
+	handler   http.Handler
+	builtin   map[string]struct{} // names of the built-in tools
+	metrics   *toolMetrics
 	// verified remembers good identity tokens until they expire.
 	verified *cache.Map[[sha256.Size]byte, *identity.IdentityClaims]
 }
@@ -148,7 +150,8 @@ func New(opts *Options) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.mcp = mcp.NewServer(&mcp.Implementation{Name: o.Name, Version: o.Version}, &mcp.ServerOptions{Logger: s.logger})
+	s.sdkLogger = slog.New(demoteInfo{s.logger.Handler()})
+	s.mcp = mcp.NewServer(&mcp.Implementation{Name: o.Name, Version: o.Version}, &mcp.ServerOptions{Logger: s.sdkLogger})
 	s.addTools()
 	if o.Extra != nil {
 		o.Extra(s.mcp)
