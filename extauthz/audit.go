@@ -74,8 +74,11 @@ func (s *Server) writeAudit(ctx context.Context, req *authv3.CheckRequest, c *ch
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		traceID = sc.TraceID().String()
 	}
-	rec := slog.NewRecord(c.start, slog.LevelInfo, "decision", 0)
-	rec.AddAttrs(
+	// The attributes are gathered on the stack and added in one call:
+	// slog.Record keeps five inline and allocates the rest at once, where
+	// each further AddAttrs call could grow the slice again.
+	var buf [16]slog.Attr
+	attrs := append(buf[:0],
 		slog.String(auditDecisionID, c.decisionID),
 		slog.String(auditTraceID, traceID),
 		slog.String(auditOutcome, result),
@@ -85,31 +88,33 @@ func (s *Server) writeAudit(ctx context.Context, req *authv3.CheckRequest, c *ch
 	)
 	if d := c.decision; d != nil {
 		if d.Reason != "" {
-			rec.AddAttrs(slog.String(auditPolicyReason, d.Reason))
+			attrs = append(attrs, slog.String(auditPolicyReason, d.Reason))
 		}
 		if d.DryRun {
-			rec.AddAttrs(slog.Bool(auditDryRun, true))
+			attrs = append(attrs, slog.Bool(auditDryRun, true))
 		}
 	}
 	if r := c.r; r != nil {
 		id := &r.in.Identity
-		rec.AddAttrs(
+		attrs = append(attrs,
 			slog.String(auditSubject, id.Subject),
 			slog.String(auditClientID, id.ClientID),
 			slog.String(auditProvider, c.provider),
 			slog.String(auditKind, id.Kind),
 		)
 		if call := r.in.MCP; call != nil {
-			rec.AddAttrs(slog.String(auditMCPMethod, call.Method), slog.String(auditMCPName, call.Name))
+			attrs = append(attrs, slog.String(auditMCPMethod, call.Method), slog.String(auditMCPName, call.Name))
 			if call.Method == "tools/call" || call.Method == "prompts/get" {
-				rec.AddAttrs(slog.String(auditArgsSHA256, telemetry.ArgumentsDigest(call.Arguments)))
+				attrs = append(attrs, slog.String(auditArgsSHA256, telemetry.ArgumentsDigest(call.Arguments)))
 			}
 		}
 	} else if c.provider != "" {
-		rec.AddAttrs(slog.String(auditProvider, c.provider))
+		attrs = append(attrs, slog.String(auditProvider, c.provider))
 	}
 	// An integer: slog encodes a float through encoding/json, a tenth of
 	// the record's cost.
-	rec.AddAttrs(slog.Int64(auditLatencyUS, elapsed.Microseconds()))
+	attrs = append(attrs, slog.Int64(auditLatencyUS, elapsed.Microseconds()))
+	rec := slog.NewRecord(c.start, slog.LevelInfo, "decision", 0)
+	rec.AddAttrs(attrs...)
 	_ = h.Handle(hctx, rec)
 }

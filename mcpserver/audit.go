@@ -75,8 +75,11 @@ func (s *Server) finishCall(ctx context.Context, a *auditRecord) {
 	if !h.Enabled(hctx, slog.LevelInfo) {
 		return
 	}
-	r := slog.NewRecord(a.start, slog.LevelInfo, "tool call", 0)
-	r.AddAttrs(
+	// The attributes are gathered on the stack and added in one call:
+	// slog.Record keeps five inline and allocates the rest at once, where
+	// each further AddAttrs call could grow the slice again.
+	var buf [13]slog.Attr
+	attrs := append(buf[:0],
 		slog.String(keyDecisionID, a.decisionID),
 		slog.String(keyTraceID, a.trace),
 		slog.String(keySubject, a.subject),
@@ -90,9 +93,11 @@ func (s *Server) finishCall(ctx context.Context, a *auditRecord) {
 		slog.String(keyOutcome, a.outcome),
 	)
 	if a.reason != "" {
-		r.AddAttrs(slog.String(keyReason, a.reason))
+		attrs = append(attrs, slog.String(keyReason, a.reason))
 	}
-	r.AddAttrs(slog.Int64(keyLatencyUS, elapsed.Microseconds()))
+	attrs = append(attrs, slog.Int64(keyLatencyUS, elapsed.Microseconds()))
+	r := slog.NewRecord(a.start, slog.LevelInfo, "tool call", 0)
+	r.AddAttrs(attrs...)
 	_ = h.Handle(hctx, r)
 }
 

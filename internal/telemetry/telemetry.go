@@ -4,10 +4,6 @@
 package telemetry
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -46,8 +42,16 @@ const (
 // info or above, whatever the log level, in format ("json" or "text"),
 // marked log=audit. It adds no trace ids of its own: audit records carry
 // trace_id as a field.
+//
+// Its JSON handler writes what slog.NewJSONHandler would, at less than
+// half the cost for the flat records of strings and numbers audit
+// records are.
 func NewAuditLogger(w io.Writer, format string) (*slog.Logger, error) {
-	h, err := newHandler(w, format, &slog.HandlerOptions{Level: slog.LevelInfo})
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if format == "json" || format == "" {
+		return slog.New(newAuditJSONHandler(w, opts)).With(slog.String(AuditKey, AuditValue)), nil
+	}
+	h, err := newHandler(w, format, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -63,26 +67,6 @@ func newHandler(w io.Writer, format string, opts *slog.HandlerOptions) (slog.Han
 	default:
 		return nil, fmt.Errorf("log format %q: want json or text", format)
 	}
-}
-
-// ArgumentsDigest returns the hex SHA-256 that audit records carry instead
-// of an MCP call's arguments: of their canonical JSON (object keys sorted,
-// no insignificant space, numbers as written when decoded with UseNumber,
-// no HTML escaping), or of the empty string when there are none. The
-// gateway and the MCP server compute it the same way, so their records of
-// one call carry the same digest.
-func ArgumentsDigest(args any) string {
-	var buf bytes.Buffer
-	if args != nil {
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		if enc.Encode(args) != nil {
-			buf.Reset()
-		}
-		buf.Truncate(max(buf.Len()-1, 0)) // Encode's newline
-	}
-	sum := sha256.Sum256(buf.Bytes())
-	return hex.EncodeToString(sum[:])
 }
 
 // DurationBuckets returns the explicit bucket boundaries, in seconds, of
