@@ -170,13 +170,13 @@ func TestRunRejectsBadLoad(t *testing.T) {
 
 func TestParseProc(t *testing.T) {
 	// A command name with spaces and parentheses, as a process may set.
-	stat := []byte("4242 (bench (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1000 0 0")
-	cpu, err := parseStatCPU(stat)
+	stat := []byte("4242 (bench (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 9 0 1000 0 0")
+	cpu, waited, err := parseStatCPU(stat)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cpu != 3*time.Second {
-		t.Errorf("cpu %s, want 3s (300 ticks)", cpu)
+	if cpu != 3*time.Second || waited != 100*time.Millisecond {
+		t.Errorf("cpu %s, waited-for children %s; want 3s (300 ticks) and 100ms (10 ticks)", cpu, waited)
 	}
 	rss, hwm := parseStatusMemory([]byte("Name:\tbench\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"))
 	if rss != 1<<20 || hwm != 2<<20 {

@@ -37,6 +37,9 @@ type Running struct {
 	PID int
 	// AdminAddr, when set, serves /debug/pprof/.
 	AdminAddr string
+	// ToolPrefix is put before the name of every tool called on an MCP
+	// server: a bridge exposes an upstream's tools as "<upstream>.<tool>".
+	ToolPrefix string
 	// Stop stops the server and waits for it.
 	Stop func() error
 }
@@ -52,6 +55,8 @@ type Process struct {
 	// Addr and AdminAddr are where the child will listen (chosen by the
 	// caller, usually with [FreeAddr]).
 	Addr, AdminAddr string
+	// ToolPrefix is the started server's [Running.ToolPrefix].
+	ToolPrefix string
 	// Ready returns nil once the child answers; it is polled.
 	Ready func(ctx context.Context, addr string) error
 }
@@ -90,7 +95,7 @@ func (p *Process) Start(ctx context.Context) (*Running, error) {
 			return fmt.Errorf("%s did not stop on SIGTERM", p.Label)
 		}
 	}
-	r := &Running{Addr: p.Addr, PID: cmd.Process.Pid, AdminAddr: p.AdminAddr, Stop: stop}
+	r := &Running{Addr: p.Addr, PID: cmd.Process.Pid, AdminAddr: p.AdminAddr, ToolPrefix: p.ToolPrefix, Stop: stop}
 	rctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	defer cancel()
 	for {
@@ -219,17 +224,34 @@ func AllReady(checks ...func(ctx context.Context, addr string) error) func(ctx c
 }
 
 // MCPReady returns a readiness check of an MCP endpoint: an initialize
-// is answered.
-func MCPReady(headers func(worker int, method, name string) (http.Header, error)) func(ctx context.Context, url string) error {
+// is answered, and then each of calls with "OK" — a bridged tool exists
+// only once the bridge has connected its upstream.
+func MCPReady(headers func(worker int, method, name string) (http.Header, error), calls ...ToolCall) func(ctx context.Context, url string) error {
 	return func(ctx context.Context, url string) error {
-		t, err := NewMCPTarget(MCPOptions{URL: url, Calls: []ToolCall{{Name: "echo"}}, Headers: headers, Client: &http.Client{}})
+		targetCalls := calls
+		if len(targetCalls) == 0 {
+			targetCalls = []ToolCall{{Name: "echo"}} // a target needs one; never called
+		}
+		t, err := NewMCPTarget(MCPOptions{URL: url, Calls: targetCalls, Headers: headers, Client: &http.Client{}})
 		if err != nil {
 			return err
 		}
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		_, err = t.NewCaller(ctx, 0)
-		return err
+		c, err := t.NewCaller(ctx, 0)
+		if err != nil {
+			return err
+		}
+		for _, call := range calls {
+			outcome, err := c.Call(ctx)
+			if err != nil {
+				return fmt.Errorf("tools/call %s: %w", call.Name, err)
+			}
+			if outcome != "OK" {
+				return fmt.Errorf("tools/call %s: %s", call.Name, outcome)
+			}
+		}
+		return nil
 	}
 }
 

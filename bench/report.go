@@ -40,6 +40,9 @@ func (g Goal) Verdict(c *Comparison) (met bool, detail string) {
 	if g.MaxLatencyRatio > 0 {
 		check(s.P50Ratio > 0 && s.P50Ratio <= g.MaxLatencyRatio, "latency ≤ %.1f× %s", g.MaxLatencyRatio, c.Baseline)
 	}
+	if g.ReportLatencyRatio {
+		parts = append(parts, fmt.Sprintf("latency %.2f× %s (p50; reported, no target)", s.P50Ratio, c.Baseline))
+	}
 	return met, strings.Join(parts, ", ")
 }
 

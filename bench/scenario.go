@@ -45,12 +45,17 @@ const (
 //
 // The configuration reads its addresses and generated files from the
 // environment: BENCH_GRPC_ADDR, BENCH_ADMIN_ADDR, BENCH_MCP_ADDR,
-// BENCH_WORK (the work directory) and BENCH_REDIS_URL.
+// BENCH_WORK (the work directory), BENCH_REDIS_URL and BENCH_COMMAND (the
+// bench command, which a bridged upstream runs as).
 type Scenario struct {
 	Name string
 	// Measures says in one line what the scenario measures.
 	Measures string
 	Kind     Kind
+	// Upstream, for an MCP scenario, is the name of the upstream whose
+	// tools Portcullis bridges: the calls of requests.json go to
+	// "<Upstream>.<name>" on Portcullis, to "<name>" on the baseline.
+	Upstream string
 	// Redis is set when the scenario's Portcullis counts in Redis.
 	Redis bool
 	// MinOK is the least share of "OK" answers a run may have: fewer means
@@ -74,6 +79,9 @@ type Goal struct {
 	RedisPerRequest float64
 	// MaxLatencyRatio is the most closed-loop p50 ratio to the baseline.
 	MaxLatencyRatio float64
+	// ReportLatencyRatio reports the closed-loop p50 ratio to the
+	// baseline with no target (mcp-bridge: bench/README.md says why).
+	ReportLatencyRatio bool
 }
 
 // Scenarios returns every scenario, in the order the comparison runs them.
@@ -92,6 +100,8 @@ func Scenarios() []*Scenario {
 			Measures: "ShouldRateLimit: as rl-memory, Redis store; Redis commands per request from INFO commandstats"},
 		{Name: "mcp-call", Kind: KindMCP, MinOK: 0.99, generate: generateIdentityKey, Goal: Goal{MaxLatencyRatio: 1.2},
 			Measures: "tools/call of the built-in echo through portcullis mcp (identity token verified, RBAC in-process, audit) vs a bare go-sdk server"},
+		{Name: "mcp-bridge", Kind: KindMCP, MinOK: 0.99, Upstream: bridgeUpstream, generate: generateBridge, Goal: Goal{ReportLatencyRatio: true},
+			Measures: "tools/call of echo bridged by portcullis mcp from the bare go-sdk server on stdio (as mcp-call, plus the bridge) vs that server over HTTP"},
 	}
 }
 
@@ -115,6 +125,12 @@ type Workspace struct {
 	// Requests are the request files: protojson CheckRequests or
 	// RateLimitRequests, or tool calls.
 	Requests []string
+	// BenchCommand is the bench command, for a configuration that runs it
+	// (${BENCH_COMMAND}: mcp-bridge's upstream is `bench baremcp -stdio`).
+	// Prepare sets it, when the scenario needs it, to this process's
+	// executable: the bench command under `bench compare`, the test binary
+	// in tests.
+	BenchCommand string
 
 	identityKey ed25519.PrivateKey
 	audience    string
@@ -154,6 +170,7 @@ func (w *Workspace) Env(grpcAddr, adminAddr, mcpAddr, redisURL string) []string 
 		"BENCH_MCP_ADDR=" + mcpAddr,
 		"BENCH_WORK=" + w.Work,
 		"BENCH_REDIS_URL=" + redisURL,
+		"BENCH_COMMAND=" + w.BenchCommand,
 	}
 }
 
@@ -200,6 +217,21 @@ func generateIdentityKey(w *Workspace) error {
 	}
 	w.identityKey, w.audience = key, benchResource
 	return nil
+}
+
+// bridgeUpstream is the name of mcp-bridge's upstream in its
+// configuration.
+const bridgeUpstream = "bare"
+
+// generateBridge prepares mcp-bridge: the identity key of mcp-call, and
+// the bench command its Portcullis runs as the bridged upstream.
+func generateBridge(w *Workspace) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("the bench command: %w", err)
+	}
+	w.BenchCommand = exe
+	return generateIdentityKey(w)
 }
 
 // JWT scenario: the issuer its configuration trusts, and its subjects.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -12,10 +13,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +37,9 @@ import (
 const envNullListen = "BENCH_TEST_NULL_LISTEN"
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "baremcp" {
+		os.Exit(bareMCPMain(os.Args[2:]))
+	}
 	if addr := os.Getenv(envNullListen); addr != "" {
 		lis, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -227,11 +234,162 @@ func TestMCPCallScenarioIdentity(t *testing.T) {
 	}
 }
 
+// bareMCPMain makes the test binary, run as `baremcp -stdio` or `baremcp
+// -listen ADDR`, the bare MCP server that `bench baremcp` is: the
+// workspace's bench command in tests (see [Workspace.BenchCommand]).
+func bareMCPMain(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch {
+	case len(args) == 1 && args[0] == "-stdio":
+		err = ServeBareMCPStdio(ctx, os.Stdin, os.Stdout)
+	case len(args) == 2 && args[0] == "-listen":
+		var lis net.Listener
+		if lis, err = net.Listen("tcp", args[1]); err == nil {
+			hs := NewBareMCPServer()
+			go func() {
+				<-ctx.Done()
+				_ = hs.Close()
+			}()
+			if err = hs.Serve(lis); errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+		}
+	default:
+		err = fmt.Errorf("baremcp %q: want -stdio or -listen ADDR", args)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// The mcp-bridge scenario's two sides, started as compare starts them:
+// portcullis mcp (built here) bridging the bare server that runs as its
+// child on stdio, and the bare server over HTTP (both this test binary:
+// see bareMCPMain). Each answers a tools/call of echo, by the name it
+// exposes the tool under, with the text sent.
+func TestMCPBridgeScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the portcullis binary")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute) // the build is slow on a busy machine
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "portcullis")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/portcullis-mcp/portcullis/cmd/portcullis").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	sc, err := FindScenario("mcp-bridge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := sc.Prepare("scenarios", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameFile(w.BenchCommand, os.Args[0]) {
+		t.Fatalf("bench command %q, want this test binary %q", w.BenchCommand, os.Args[0])
+	}
+	newTarget, err := w.NewTarget(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, err := w.PortcullisProcess(bin, "redis://127.0.0.1:6379/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseline, err := w.BaselineProcess(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		side Server
+		tool string
+	}{
+		{subject, "bare.echo"}, // not the built-in echo, which would answer the same
+		{baseline, "echo"},
+	} {
+		t.Run(tc.side.Name(), func(t *testing.T) {
+			r, err := tc.side.Start(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := r.Stop(); err != nil {
+					t.Error(err)
+				}
+			}()
+			target, done, err := newTarget(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer done()
+			c, err := target.NewCaller(ctx, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := c.(*mcpSession)
+			if got := s.t.opts.Calls[0].Name; got != tc.tool {
+				t.Fatalf("calls %q, want %q", got, tc.tool)
+			}
+			const text = "through the bridge and back"
+			params, err := json.Marshal(ToolCall{Name: tc.tool, Arguments: map[string]any{"text": text}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := s.post(ctx, "tools/call", tc.tool, params, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var res struct {
+				IsError bool `json:"isError"`
+				Content []struct {
+					Type, Text string
+				} `json:"content"`
+				StructuredContent BareEchoOutput `json:"structuredContent"`
+			}
+			if err := json.Unmarshal(resp.result, &res); err != nil {
+				t.Fatal(err)
+			}
+			if res.IsError || len(res.Content) != 1 || res.Content[0].Text != text || res.StructuredContent.Text != text {
+				t.Errorf("result %s, want %q echoed", resp.result, text)
+			}
+			if tc.side == subject {
+				// The upstream runs under Portcullis, and the server's
+				// CPU and memory are measured with it.
+				if kids := descendants(r.PID); len(kids) != 1 {
+					t.Errorf("portcullis has child processes %v, want the upstream alone", kids)
+				}
+				tree, err := ReadProcTree(r.PID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				alone, err := ReadProc(r.PID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tree.PeakRSS <= alone.PeakRSS {
+					t.Errorf("peak RSS %d with the upstream, %d without", tree.PeakRSS, alone.PeakRSS)
+				}
+			}
+		})
+	}
+}
+
+// sameFile reports whether paths a and b name the same file.
+func sameFile(a, b string) bool {
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
+
 // Every scenario prepares, its requests parse into the right messages,
 // and its configuration is valid for portcullis.
 func TestScenarios(t *testing.T) {
 	want := map[string]int{"authz-rbac": 10, "authz-jwt": jwtSubjects, "authz-opa-compat": 8,
-		"rl-memory": rlSubjects, "rl-redis": rlSubjects, "mcp-call": 3}
+		"rl-memory": rlSubjects, "rl-redis": rlSubjects, "mcp-call": 3, "mcp-bridge": 3}
 	for _, sc := range Scenarios() {
 		t.Run(sc.Name, func(t *testing.T) {
 			w, err := sc.Prepare("scenarios", t.TempDir())

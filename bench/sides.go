@@ -45,7 +45,7 @@ func (w *Workspace) NewTarget(conns int) (func(r *Running) (Target, func(), erro
 		headers := w.MCPHeaders()
 		return func(r *Running) (Target, func(), error) {
 			tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024}
-			t, err := NewMCPTarget(MCPOptions{URL: r.Addr, Calls: calls, Headers: headers, Client: &http.Client{Transport: tr}})
+			t, err := NewMCPTarget(MCPOptions{URL: r.Addr, Calls: prefixTools(calls, r.ToolPrefix), Headers: headers, Client: &http.Client{Transport: tr}})
 			if err != nil {
 				return nil, nil, err
 			}
@@ -80,9 +80,32 @@ func (w *Workspace) PortcullisProcess(bin, redisURL string) (*Process, error) {
 	if w.Scenario.Kind == KindMCP {
 		// portcullis mcp serves no admin port.
 		p.Args[0], p.Addr, p.AdminAddr = "mcp", "http://"+mcpAddr+"/mcp", ""
-		p.Ready = MCPReady(w.MCPHeaders())
+		var first []ToolCall
+		if up := w.Scenario.Upstream; up != "" {
+			// The bridged tools appear once the upstream is connected:
+			// ready when the first call is answered through the bridge.
+			calls, err := ReadToolCalls(w.Requests...)
+			if err != nil {
+				return nil, err
+			}
+			p.ToolPrefix = up + "."
+			first = prefixTools(calls[:1], p.ToolPrefix)
+		}
+		p.Ready = MCPReady(w.MCPHeaders(), first...)
 	}
 	return p, nil
+}
+
+// prefixTools returns calls with prefix put before each tool's name.
+func prefixTools(calls []ToolCall, prefix string) []ToolCall {
+	if prefix == "" {
+		return calls
+	}
+	out := make([]ToolCall, len(calls))
+	for i, c := range calls {
+		out[i] = ToolCall{Name: prefix + c.Name, Arguments: c.Arguments}
+	}
+	return out
 }
 
 // BaselineProcess returns the baseline of the workspace, run as `exe null`

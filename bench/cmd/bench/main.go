@@ -38,7 +38,8 @@ Usage:
                                         answers, leaks or unexplained errors
   bench null [-listen ADDR]             the null gRPC server (Authorization,
                                         RateLimitService, health answering OK at once)
-  bench baremcp [-listen ADDR]          a bare go-sdk MCP server with an echo tool
+  bench baremcp [-listen ADDR|-stdio]   a bare go-sdk MCP server with an echo tool, on
+                                        streamable HTTP or on stdio
   bench chart FILE.json...              redraw the SVG of comparison results
   bench report FILE.json...             print comparison results as a Markdown table
   bench scenarios                       list the scenarios
@@ -496,7 +497,17 @@ func nullCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func bareMCPCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	lis, err := listenFlag(ctx, "baremcp", "127.0.0.1:8081", "HTTP listen address (endpoint /mcp)", args, stderr)
+	fs := newFlags("baremcp", "", stderr)
+	listen := fs.String("listen", "127.0.0.1:8081", "HTTP listen address (endpoint /mcp)")
+	stdio := fs.Bool("stdio", false, "serve one client on stdin and stdout instead of HTTP (as a bridged upstream)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *stdio {
+		// stdout carries the protocol: nothing else is written there.
+		return bench.ServeBareMCPStdio(ctx, os.Stdin, stdout)
+	}
+	lis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *listen)
 	if err != nil {
 		return err
 	}
