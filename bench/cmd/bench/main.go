@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis-mcp/portcullis/bench"
+	"github.com/portcullis-mcp/portcullis/internal/gcfloor"
 )
 
 const usage = `bench: load generator and side-by-side comparisons for Portcullis.
@@ -487,6 +488,9 @@ func nullCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	// The baseline runs with Portcullis's runtime setting: a floor under
+	// the heap goal (gRPC's own allocations are the same on both sides).
+	gcfloor.Start(ctx, gcfloor.DefaultFloor, os.Getenv)
 	gs := bench.NewNullServer()
 	fmt.Fprintf(stdout, "null server on %s\n", lis.Addr())
 	go func() {
@@ -503,6 +507,7 @@ func bareMCPCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	gcfloor.Start(ctx, gcfloor.DefaultFloor, os.Getenv) // as Portcullis (nullCmd)
 	if *stdio {
 		// stdout carries the protocol: nothing else is written there.
 		return bench.ServeBareMCPStdio(ctx, os.Stdin, stdout)
