@@ -43,41 +43,29 @@ const (
 // the policy's own keys, then ours, which win. A string that is not UTF-8
 // anywhere in it (structpb cannot hold one) leaves the decision id alone.
 func setDynamicMetadata(resp *authv3.CheckResponse, r *request, d *policy.Decision, decisionID string) {
-	var ours [7]metaEntry
-	n := 0
-	put := func(k string, v any) {
-		ours[n] = metaEntry{k, v}
-		n++
-	}
+	var buf [7]metaEntry
+	ours := buf[:0]
 	id := r.in.Identity
-	for _, e := range [...]metaEntry{{MetaSubject, id.Subject}, {MetaClientID, id.ClientID}, {MetaProvider, id.Provider}} {
-		if e.val != "" {
-			put(e.key, e.val)
-		}
-	}
+	var method, name string
 	if c := r.in.MCP; c != nil {
-		if c.Method != "" {
-			put(MetaMCPMethod, c.Method)
-		}
-		if c.Name != "" {
-			put(MetaMCPName, c.Name)
+		method, name = c.Method, c.Name
+	}
+	for _, e := range [...]metaEntry{{key: MetaSubject, str: id.Subject}, {key: MetaClientID, str: id.ClientID},
+		{key: MetaProvider, str: id.Provider}, {key: MetaMCPMethod, str: method}, {key: MetaMCPName, str: name}} {
+		if e.str != "" {
+			ours = append(ours, e)
 		}
 	}
-	put(MetaDecisionID, decisionID)
-	put(MetaCost, float64(d.Cost))
+	ours = append(ours, metaEntry{key: MetaDecisionID, str: decisionID}, metaEntry{key: MetaCost, num: float64(d.Cost), isNum: true})
 
-	var policyKeys []metaEntry
+	entries := ours
 	for k, v := range d.DynamicMetadata {
-		if !hasKey(ours[:n], k) {
-			policyKeys = append(policyKeys, metaEntry{k, structValue(v)})
+		if !hasKey(ours, k) {
+			entries = append(entries, metaEntry{key: k, val: structValue(v), isAny: true})
 		}
-	}
-	entries := ours[:n]
-	if len(policyKeys) > 0 {
-		entries = append(policyKeys, entries...)
 	}
 	if !entriesValid(entries) {
-		entries = []metaEntry{{MetaDecisionID, decisionID}}
+		entries = append(buf[:0], metaEntry{key: MetaDecisionID, str: decisionID})
 	}
 	setMetadataEntries(resp, entries)
 }
@@ -92,10 +80,16 @@ func setMetadataEntries(resp *authv3.CheckResponse, entries []metaEntry) {
 	resp.ProtoReflect().SetUnknown(protoreflect.RawFields(b))
 }
 
-// metaEntry is one key of a Struct, its value already through structValue.
+// metaEntry is one key of a Struct. Our own values are held unboxed: a
+// string in str, or a number in num (isNum); a policy's value, through
+// structValue, in val (isAny).
 type metaEntry struct {
-	key string
-	val any
+	key   string
+	str   string
+	num   float64
+	val   any
+	isNum bool
+	isAny bool
 }
 
 func hasKey(es []metaEntry, k string) bool {
@@ -112,14 +106,14 @@ func hasKey(es []metaEntry, k string) bool {
 func mapEntries(m map[string]any) []metaEntry {
 	es := make([]metaEntry, 0, len(m))
 	for k, v := range m {
-		es = append(es, metaEntry{k, v})
+		es = append(es, metaEntry{key: k, val: v, isAny: true})
 	}
 	return es
 }
 
 func entriesValid(es []metaEntry) bool {
 	for _, e := range es {
-		if !utf8.ValidString(e.key) || !valueValid(e.val) {
+		if !utf8.ValidString(e.key) || !utf8.ValidString(e.str) || e.isAny && !valueValid(e.val) {
 			return false
 		}
 	}
@@ -149,15 +143,26 @@ func valueValid(v any) bool {
 // entriesSize is the size of a Struct holding es.
 func entriesSize(es []metaEntry) int {
 	n := 0
-	for _, e := range es {
-		n += protowire.SizeTag(structFields) + protowire.SizeBytes(entrySize(e))
+	for i := range es {
+		n += protowire.SizeTag(structFields) + protowire.SizeBytes(entrySize(&es[i]))
 	}
 	return n
 }
 
-func entrySize(e metaEntry) int {
+func entrySize(e *metaEntry) int {
 	return protowire.SizeTag(entryKey) + protowire.SizeBytes(len(e.key)) +
-		protowire.SizeTag(entryValue) + protowire.SizeBytes(valueSize(e.val))
+		protowire.SizeTag(entryValue) + protowire.SizeBytes(entryValueSize(e))
+}
+
+func entryValueSize(e *metaEntry) int {
+	switch {
+	case e.isAny:
+		return valueSize(e.val)
+	case e.isNum:
+		return protowire.SizeTag(valueNumber) + protowire.SizeFixed64()
+	default:
+		return protowire.SizeTag(valueString) + protowire.SizeBytes(len(e.str))
+	}
 }
 
 // valueSize is the size of a google.protobuf.Value holding v: one of nil,
@@ -188,14 +193,24 @@ func listSize(vs []any) int {
 }
 
 func appendEntries(b []byte, es []metaEntry) []byte {
-	for _, e := range es {
+	for i := range es {
+		e := &es[i]
 		b = protowire.AppendTag(b, structFields, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(entrySize(e)))
 		b = protowire.AppendTag(b, entryKey, protowire.BytesType)
 		b = protowire.AppendString(b, e.key)
 		b = protowire.AppendTag(b, entryValue, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(valueSize(e.val)))
-		b = appendValue(b, e.val)
+		b = protowire.AppendVarint(b, uint64(entryValueSize(e)))
+		switch {
+		case e.isAny:
+			b = appendValue(b, e.val)
+		case e.isNum:
+			b = protowire.AppendTag(b, valueNumber, protowire.Fixed64Type)
+			b = protowire.AppendFixed64(b, math.Float64bits(e.num))
+		default:
+			b = protowire.AppendTag(b, valueString, protowire.BytesType)
+			b = protowire.AppendString(b, e.str)
+		}
 	}
 	return b
 }

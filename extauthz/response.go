@@ -157,7 +157,7 @@ func (s *Server) refusal(e *requestError, decisionID string) *authv3.CheckRespon
 			Body:    errorBody(e.id, e.code, e.message),
 		}},
 	}
-	setMetadataEntries(resp, []metaEntry{{MetaDecisionID, decisionID}})
+	setMetadataEntries(resp, []metaEntry{{key: MetaDecisionID, str: decisionID}})
 	return resp
 }
 

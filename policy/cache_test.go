@@ -346,6 +346,15 @@ func checkAtAgreesWithValue(t *testing.T, in *Input) {
 	// The key reads these paths through goAt: its encoding must be the
 	// AST value's.
 	for _, p := range paths {
+		if got, handled := in.appendFieldKey(nil, p); handled {
+			want := []byte{'x'}
+			if v := in.at(p); v != nil {
+				want = appendCanonical(nil, v)
+			}
+			if string(got) != string(want) {
+				t.Errorf("field key encoding at %v: %q, AST %q", p, got, want)
+			}
+		}
 		if v, ok, handled := in.goAt(p); handled && ok {
 			if got, want := appendCanonicalGo(nil, v), appendCanonical(nil, in.at(p)); string(got) != string(want) {
 				t.Errorf("key encoding at %v: Go %q, AST %q", p, got, want)
@@ -358,6 +367,8 @@ func checkAtAgreesWithValue(t *testing.T, in *Input) {
 type astPaths struct{ obj ast.Object }
 
 func (astPaths) goAt([]string) (any, bool, bool) { return nil, false, false }
+
+func (astPaths) appendFieldKey(b []byte, _ []string) ([]byte, bool) { return b, false }
 
 func (a astPaths) at(p []string) ast.Value {
 	if t := a.obj.Get(ast.StringTerm(p[0])); t != nil {

@@ -117,6 +117,7 @@ var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return 
 // value where the input holds one (goAt; handled false elsewhere), else as
 // an AST value (at). *Input is one.
 type inputPaths interface {
+	appendFieldKey(b []byte, path []string) ([]byte, bool)
 	goAt(path []string) (v any, ok, handled bool)
 	at(path []string) ast.Value
 }
@@ -129,6 +130,10 @@ func (fp *footprint) key(in inputPaths) [sha256.Size]byte {
 	bp := keyBuffers.Get().(*[]byte)
 	b := (*bp)[:0]
 	for _, p := range fp.paths {
+		if nb, handled := in.appendFieldKey(b, p); handled {
+			b = nb
+			continue
+		}
 		if v, ok, handled := in.goAt(p); handled {
 			if !ok {
 				b = append(b, 'x')

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"cmp"
+	"encoding/binary"
 	"encoding/json"
 	"strconv"
 
@@ -168,6 +170,99 @@ func (in *Input) goAt(path []string) (v any, ok, handled bool) {
 		return v, ok && len(path) == 2, true
 	}
 	return nil, false, false
+}
+
+// appendFieldKey appends the key encoding (appendCanonicalGo's) of the
+// value at path when path names one of the identity's or the call's
+// scalar or list fields, without boxing it into an interface; handled is
+// false for every other path.
+func (in *Input) appendFieldKey(b []byte, path []string) ([]byte, bool) {
+	if len(path) < 2 {
+		return b, false
+	}
+	var s string
+	switch path[0] {
+	case "identity":
+		id := &in.Identity
+		switch path[1] {
+		case "authenticated":
+			return appendKeyBool(b, id.Authenticated, len(path) == 2), true
+		case "provider":
+			s = id.Provider
+		case "kind":
+			s = cmp.Or(id.Kind, KindAnonymous)
+		case "subject":
+			s = id.Subject
+		case "client_id":
+			s = id.ClientID
+		case "roles":
+			return appendKeyStrings(b, id.Roles, len(path) == 2), true
+		case "scopes":
+			return appendKeyStrings(b, id.Scopes, len(path) == 2), true
+		default:
+			return b, false
+		}
+		return appendKeyString(b, s, len(path) == 2), true
+	case "mcp":
+		m := in.MCP
+		if m == nil {
+			return append(b, 'x'), true
+		}
+		switch path[1] {
+		case "method":
+			s = m.Method
+		case "name":
+			s = m.Name
+		case "tool":
+			s = m.Tool
+		case "resource":
+			s = m.Resource
+		case "prompt":
+			s = m.Prompt
+		case "protocol_version":
+			s = m.ProtocolVersion
+		case "session_id":
+			s = m.SessionID
+		case "source":
+			s = m.Source
+		case "truncated":
+			return appendKeyBool(b, m.Truncated, len(path) == 2), true
+		default:
+			return b, false // id, arguments and unknown keys: goAt
+		}
+		return appendKeyString(b, s, s != "" && len(path) == 2), true
+	}
+	return b, false
+}
+
+func appendKeyString(b []byte, s string, present bool) []byte {
+	if !present {
+		return append(b, 'x')
+	}
+	return appendString(append(b, 's'), s)
+}
+
+func appendKeyBool(b []byte, v, present bool) []byte {
+	switch {
+	case !present:
+		return append(b, 'x')
+	case v:
+		return append(b, 't')
+	default:
+		return append(b, 'f')
+	}
+}
+
+func appendKeyStrings(b []byte, ss []string, present bool) []byte {
+	if !present {
+		return append(b, 'x')
+	}
+	b = append(b, 'a')
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendString(append(b, 's'), s)
+	}
+	return b
 }
 
 // fieldGo is fieldTerm's value as a Go value (string, bool or []string);
