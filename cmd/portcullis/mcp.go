@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/portcullis-mcp/portcullis/identity"
@@ -178,8 +177,8 @@ func runMCPWith(ctx context.Context, cfg *config.Config, transport string, logge
 		ready <- lis.Addr()
 	}
 	// No WriteTimeout: it would cut SSE streams.
-	handler := otelhttp.NewHandler(srv.Handler(), "mcp", otelhttp.WithTracerProvider(tel.Tracer),
-		otelhttp.WithMeterProvider(tel.Meter), otelhttp.WithPropagators(tel.Propagator))
+	handler := telemetry.NewHTTPServerHandler(srv.Handler(), &telemetry.HTTPServerOptions{
+		TracerProvider: tel.Tracer, MeterProvider: tel.Meter, Propagator: tel.Propagator})
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	g.Go(func() error { return serveHTTP(hs, lis) })
 	g.Go(func() error {

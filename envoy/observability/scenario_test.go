@@ -28,7 +28,6 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -46,7 +45,7 @@ import (
 
 // The scenario runs Portcullis in one process the way serve and mcp wire
 // it — ext_authz and the rate limit service on a gRPC server with its stats handler,
-// the MCP server behind otelhttp and a stand-in for Envoy that asks Check
+// the MCP server behind its HTTP middleware and a stand-in for Envoy that asks Check
 // about every request — with every identity provider that talks to the
 // network, one meter provider exported as Prometheus text, an in-memory
 // span recorder, and the main and audit logs in buffers.
@@ -273,7 +272,7 @@ func newScenario(t *testing.T) *scenario {
 		Logger: logger.With(slog.String("component", "ratelimit"))})
 	sc.redisRL.SetConfig(cfg)
 
-	// The MCP server, with a bridged upstream that is down, behind otelhttp
+	// The MCP server, with a bridged upstream that is down, behind its HTTP middleware
 	// and the stand-in for Envoy.
 	bridge, err := mcpserver.NewBridge(&mcpserver.BridgeOptions{
 		Upstreams:  []mcpserver.UpstreamOptions{{Name: "gone", URL: "http://127.0.0.1:1/mcp", Headers: map[string]string{"Authorization": "Bearer " + clientSecret}}},
@@ -292,8 +291,8 @@ func newScenario(t *testing.T) *scenario {
 		t.Fatal(err)
 	}
 	run(bridge.Run)
-	mcpHandler := otelhttp.NewHandler(srv.Handler(), "mcp", otelhttp.WithTracerProvider(tp), otelhttp.WithMeterProvider(mp),
-		otelhttp.WithPropagators(prop))
+	mcpHandler := telemetry.NewHTTPServerHandler(srv.Handler(), &telemetry.HTTPServerOptions{TracerProvider: tp, MeterProvider: mp,
+		Propagator: prop})
 	front := httptest.NewServer(&frontDoor{sc: sc, next: mcpHandler})
 	t.Cleanup(front.Close)
 	sc.mcpURL = front.URL + mcpserver.PathMCP
