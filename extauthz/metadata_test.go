@@ -92,7 +92,7 @@ func randomValue(rng *rand.Rand, depth int) any {
 	case 1:
 		return rng.IntN(2) == 0
 	case 2:
-		return []any{json.Number("3"), json.Number("-0.5e3"), math.Inf(1), 1e300, -0.0, 42.0}[rng.IntN(6)]
+		return []any{json.Number("3"), json.Number("-0.5e3"), math.Inf(1), 1e300, math.Copysign(0, -1), 42.0}[rng.IntN(6)]
 	case 3:
 		return []string{"", "plain", "ünïcödé ✓", "quote\"and\\slash", "\x00\x1f", string(make([]byte, 200))}[rng.IntN(6)]
 	case 4:
