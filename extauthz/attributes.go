@@ -204,6 +204,9 @@ func attributeAt(attrs *authv3.AttributeContext, path []string) (any, bool) {
 	if attrs == nil {
 		return nil, false
 	}
+	if v, ok, handled := commonAttribute(attrs, path); handled {
+		return v, ok
+	}
 	m := attrs.ProtoReflect()
 	for i := 0; i < len(path); i++ {
 		if m.Descriptor().ParentFile().Package() == "google.protobuf" {
@@ -275,4 +278,53 @@ func jsonValueAt(v any, path []string) (any, bool) {
 		}
 	}
 	return v, true
+}
+
+// commonAttribute reads the attributes Envoy-style policies read most —
+// the request's method, path, host, scheme, protocol and headers, the
+// peers' addresses and principals — through the generated getters:
+// attributeAt's reflective walk was most of a cached decision's key. It
+// answers as attributeAt does (a proto3 string is absent when empty, a map
+// entry present even when empty); handled is false for every other path.
+func commonAttribute(a *authv3.AttributeContext, path []string) (v any, ok, handled bool) {
+	str := func(s string) (any, bool, bool) {
+		if s == "" {
+			return nil, false, true
+		}
+		return s, true, true
+	}
+	switch {
+	case len(path) >= 3 && path[0] == "request" && path[1] == "http":
+		h := a.GetRequest().GetHttp()
+		switch {
+		case len(path) == 3 && path[2] == "method":
+			return str(h.GetMethod())
+		case len(path) == 3 && path[2] == "path":
+			return str(h.GetPath())
+		case len(path) == 3 && path[2] == "host":
+			return str(h.GetHost())
+		case len(path) == 3 && path[2] == "scheme":
+			return str(h.GetScheme())
+		case len(path) == 3 && path[2] == "protocol":
+			return str(h.GetProtocol())
+		case len(path) == 4 && path[2] == "headers":
+			s, ok := h.GetHeaders()[path[3]]
+			if !ok {
+				return nil, false, true
+			}
+			return s, true, true
+		}
+	case len(path) >= 2 && (path[0] == "source" || path[0] == "destination"):
+		p := a.GetSource()
+		if path[0] == "destination" {
+			p = a.GetDestination()
+		}
+		switch {
+		case len(path) == 2 && path[1] == "principal":
+			return str(p.GetPrincipal())
+		case len(path) == 4 && path[1] == "address" && path[2] == "socketAddress" && path[3] == "address":
+			return str(p.GetAddress().GetSocketAddress().GetAddress())
+		}
+	}
+	return nil, false, false
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -104,6 +105,13 @@ func checkAttributeAt(t *testing.T, i int, attrs *authv3.AttributeContext, full 
 		}
 	}
 	walk(full, nil)
+	// The paths commonAttribute answers, whether or not the map has them.
+	for _, p := range []string{"request.http.method", "request.http.path", "request.http.host", "request.http.scheme",
+		"request.http.protocol", "request.http.headers.a", "request.http.headers.:path", "request.http.headers.nope",
+		"request.http.id", "source.principal", "source.address.socketAddress.address", "source.address.socketAddress.portValue",
+		"destination.principal", "destination.address.socketAddress.address", "source.address.socketAddress.address.x"} {
+		paths = append(paths, strings.Split(p, "."))
+	}
 	for _, p := range paths {
 		want, wantOK := jsonValueAt(full, p)
 		got, ok := attributeAt(attrs, p)
