@@ -159,14 +159,30 @@ func (s *Server) headerMap(h *authv3.AttributeContext_HttpRequest) (map[string]s
 		return out, nil
 	}
 	src := h.GetHeaders()
-	out := make(map[string]string, len(src))
+	lower := true
 	for k, v := range src {
 		if size += len(k) + len(v); size > s.opts.MaxHeaderBytes {
 			return nil, tooLarge()
 		}
+		lower = lower && !hasUpper(k)
+	}
+	if lower { // as Envoy sends them: the request's own map, read only
+		return src, nil
+	}
+	out := make(map[string]string, len(src))
+	for k, v := range src {
 		out[strings.ToLower(k)] = v
 	}
 	return out, nil
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // parsePath splits a path on "/", percent-decodes each segment and removes
