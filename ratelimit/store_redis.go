@@ -268,10 +268,15 @@ func (s *RedisStore) instrument(mp metric.MeterProvider) {
 // timeout: context deadlines honoured (ContextTimeoutEnabled), read, write
 // and pool-wait timeouts of timeout where opts leaves them zero, and no
 // retries where opts leaves MaxRetries zero (a Take is not idempotent: a
-// retried script could count twice). opts is copied.
+// retried script could count twice). It speaks RESP2 where opts leaves
+// Protocol zero: with RESP3 go-redis looks for push notifications before
+// every reply, and the store subscribes to none. opts is copied.
 func NewRedisClient(opts *redis.UniversalOptions, timeout time.Duration) redis.UniversalClient {
 	o := *opts
 	o.ContextTimeoutEnabled = true
+	if o.Protocol == 0 {
+		o.Protocol = 2
+	}
 	if o.ReadTimeout == 0 {
 		o.ReadTimeout = timeout
 	}
