@@ -157,17 +157,17 @@ func (in *Input) goAt(path []string) (v any, ok, handled bool) {
 	case path[0] == "identity" && len(path) > 1:
 		// The scalar and list fields: a footprint key reads them without
 		// building terms. Their values have no keys to follow.
-		v, ok = in.Identity.fieldGo(path[1])
-		return v, ok && len(path) == 2, ok
+		f, known := in.Identity.field(path[1])
+		return f.value(), known && len(path) == 2, known
 	case path[0] == "mcp" && len(path) > 1:
 		if in.MCP == nil {
 			return nil, false, true
 		}
-		v, ok = in.MCP.fieldGo(path[1])
-		if _, isMap := v.(map[string]any); isMap { // an object id: let at walk it
-			return nil, false, false
+		if path[1] == "id" {
+			return in.MCP.ID, in.MCP.ID != nil && len(path) == 2, true
 		}
-		return v, ok && len(path) == 2, true
+		f, present := in.MCP.field(path[1])
+		return f.value(), present && len(path) == 2, true
 	}
 	return nil, false, false
 }
@@ -180,132 +180,116 @@ func (in *Input) appendFieldKey(b []byte, path []string) ([]byte, bool) {
 	if len(path) < 2 {
 		return b, false
 	}
-	var s string
-	switch path[0] {
-	case "identity":
-		id := &in.Identity
-		switch path[1] {
-		case "authenticated":
-			return appendKeyBool(b, id.Authenticated, len(path) == 2), true
-		case "provider":
-			s = id.Provider
-		case "kind":
-			s = cmp.Or(id.Kind, KindAnonymous)
-		case "subject":
-			s = id.Subject
-		case "client_id":
-			s = id.ClientID
-		case "roles":
-			return appendKeyStrings(b, id.Roles, len(path) == 2), true
-		case "scopes":
-			return appendKeyStrings(b, id.Scopes, len(path) == 2), true
-		default:
+	var f fieldValue
+	var present bool
+	switch {
+	case path[0] == "identity":
+		var known bool
+		if f, known = in.Identity.field(path[1]); !known {
 			return b, false
 		}
-		return appendKeyString(b, s, len(path) == 2), true
-	case "mcp":
-		m := in.MCP
-		if m == nil {
-			return append(b, 'x'), true
-		}
-		switch path[1] {
-		case "method":
-			s = m.Method
-		case "name":
-			s = m.Name
-		case "tool":
-			s = m.Tool
-		case "resource":
-			s = m.Resource
-		case "prompt":
-			s = m.Prompt
-		case "protocol_version":
-			s = m.ProtocolVersion
-		case "session_id":
-			s = m.SessionID
-		case "source":
-			s = m.Source
-		case "truncated":
-			return appendKeyBool(b, m.Truncated, len(path) == 2), true
-		default:
-			return b, false // id, arguments and unknown keys: goAt
-		}
-		return appendKeyString(b, s, s != "" && len(path) == 2), true
-	}
-	return b, false
-}
-
-func appendKeyString(b []byte, s string, present bool) []byte {
-	if !present {
-		return append(b, 'x')
-	}
-	return appendString(append(b, 's'), s)
-}
-
-func appendKeyBool(b []byte, v, present bool) []byte {
-	switch {
-	case !present:
-		return append(b, 'x')
-	case v:
-		return append(b, 't')
+		present = true
+	case path[0] == "mcp" && in.MCP == nil:
+		return append(b, 'x'), true
+	case path[0] == "mcp" && path[1] != "id" && path[1] != "arguments":
+		f, present = in.MCP.field(path[1])
 	default:
-		return append(b, 'f')
+		return b, false
+	}
+	if !present || len(path) > 2 { // nothing there, or a key into a scalar or list
+		return append(b, 'x'), true
+	}
+	switch f.kind {
+	case fieldBool:
+		if f.b {
+			return append(b, 't'), true
+		}
+		return append(b, 'f'), true
+	case fieldList:
+		b = append(b, 'a')
+		b = binary.AppendUvarint(b, uint64(len(f.list)))
+		for _, s := range f.list {
+			b = appendString(append(b, 's'), s)
+		}
+		return b, true
+	default:
+		return appendString(append(b, 's'), f.s), true
 	}
 }
 
-func appendKeyStrings(b []byte, ss []string, present bool) []byte {
-	if !present {
-		return append(b, 'x')
-	}
-	b = append(b, 'a')
-	b = binary.AppendUvarint(b, uint64(len(ss)))
-	for _, s := range ss {
-		b = appendString(append(b, 's'), s)
-	}
-	return b
+// fieldValue is one scalar or list field of the identity or the call,
+// unboxed: value, term and the cache key each read it their way.
+type fieldValue struct {
+	kind fieldKind
+	s    string
+	b    bool
+	list []string
 }
 
-// fieldGo is fieldTerm's value as a Go value (string, bool or []string);
-// ok is false where fieldTerm is nil. claims is not one of them.
-func (id *Identity) fieldGo(k string) (v any, ok bool) {
+type fieldKind uint8
+
+const (
+	fieldString fieldKind = iota
+	fieldBool
+	fieldList
+)
+
+func stringField(s string) fieldValue  { return fieldValue{kind: fieldString, s: s} }
+func boolField(b bool) fieldValue      { return fieldValue{kind: fieldBool, b: b} }
+func listField(ss []string) fieldValue { return fieldValue{kind: fieldList, list: ss} }
+
+// value is f as a Go value: a string, a bool or a (non-nil) []string.
+func (f fieldValue) value() any {
+	switch f.kind {
+	case fieldBool:
+		return f.b
+	case fieldList:
+		return nonNil(f.list)
+	default:
+		return f.s
+	}
+}
+
+func (f fieldValue) term() *ast.Term {
+	switch f.kind {
+	case fieldBool:
+		return ast.InternedTerm(f.b)
+	case fieldList:
+		return stringsTerm(f.list)
+	default:
+		return ast.StringTerm(f.s)
+	}
+}
+
+// field is one key of term() other than claims; known is false for any
+// other key. Every one of them is present.
+func (id *Identity) field(k string) (f fieldValue, known bool) {
 	switch k {
 	case "authenticated":
-		return id.Authenticated, true
+		return boolField(id.Authenticated), true
 	case "provider":
-		return id.Provider, true
+		return stringField(id.Provider), true
 	case "kind":
-		if id.Kind == "" {
-			return KindAnonymous, true
-		}
-		return id.Kind, true
+		return stringField(cmp.Or(id.Kind, KindAnonymous)), true
 	case "subject":
-		return id.Subject, true
+		return stringField(id.Subject), true
 	case "client_id":
-		return id.ClientID, true
+		return stringField(id.ClientID), true
 	case "roles":
-		return nonNil(id.Roles), true
+		return listField(id.Roles), true
 	case "scopes":
-		return nonNil(id.Scopes), true
+		return listField(id.Scopes), true
 	}
-	return nil, false
+	return fieldValue{}, false
 }
 
-func nonNil(ss []string) []string {
-	if ss == nil {
-		return []string{}
-	}
-	return ss
-}
-
-// fieldGo is fieldTerm's value as a Go value; ok is false where fieldTerm
-// is nil. arguments is not one of them.
-func (m *MCP) fieldGo(k string) (v any, ok bool) {
+// field is one key of term() other than id and arguments; present is
+// false when term() has no such key (an empty string is left out).
+func (m *MCP) field(k string) (f fieldValue, present bool) {
 	var s string
 	switch k {
 	case "method":
 		s = m.Method
-	case "id":
-		return m.ID, m.ID != nil
 	case "name":
 		s = m.Name
 	case "tool":
@@ -321,9 +305,16 @@ func (m *MCP) fieldGo(k string) (v any, ok bool) {
 	case "source":
 		s = m.Source
 	case "truncated":
-		return m.Truncated, true
+		return boolField(m.Truncated), true
 	}
-	return s, s != ""
+	return stringField(s), s != ""
+}
+
+func nonNil(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
 }
 
 // goLookup follows object keys through a JSON-like Go value.
@@ -348,24 +339,8 @@ func goLookup(v any, path []string) (any, bool) {
 // fieldTerm is the term of one key of term() other than claims, without
 // building the rest; nil when term() has no such key.
 func (id *Identity) fieldTerm(k string) *ast.Term {
-	switch k {
-	case "authenticated":
-		return ast.InternedTerm(id.Authenticated)
-	case "provider":
-		return ast.StringTerm(id.Provider)
-	case "kind":
-		if id.Kind == "" {
-			return ast.StringTerm(KindAnonymous)
-		}
-		return ast.StringTerm(id.Kind)
-	case "subject":
-		return ast.StringTerm(id.Subject)
-	case "client_id":
-		return ast.StringTerm(id.ClientID)
-	case "roles":
-		return stringsTerm(id.Roles)
-	case "scopes":
-		return stringsTerm(id.Scopes)
+	if f, known := id.field(k); known {
+		return f.term()
 	}
 	return nil
 }
@@ -391,40 +366,19 @@ func (id *Identity) term() *ast.Term {
 	)
 }
 
-// fieldTerm is the term of one key of term() other than arguments, without
-// building the rest; nil when term() has no such key (empty strings are
-// left out there too).
+// fieldTerm is the term of one key of term() other than arguments,
+// without building the rest; nil when term() has no such key.
 func (m *MCP) fieldTerm(k string) *ast.Term {
-	var v string
-	switch k {
-	case "method":
-		v = m.Method
-	case "id":
+	if k == "id" {
 		if m.ID == nil {
 			return nil
 		}
 		return term(m.ID)
-	case "name":
-		v = m.Name
-	case "tool":
-		v = m.Tool
-	case "resource":
-		v = m.Resource
-	case "prompt":
-		v = m.Prompt
-	case "protocol_version":
-		v = m.ProtocolVersion
-	case "session_id":
-		v = m.SessionID
-	case "source":
-		v = m.Source
-	case "truncated":
-		return ast.InternedTerm(m.Truncated)
 	}
-	if v == "" {
-		return nil
+	if f, present := m.field(k); present {
+		return f.term()
 	}
-	return ast.StringTerm(v)
+	return nil
 }
 
 func (m *MCP) term() *ast.Term {
