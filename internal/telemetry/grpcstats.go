@@ -26,9 +26,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// grpcScope is the instrumentation scope of the gRPC server spans and
-// metrics.
-const grpcScope = "github.com/portcullis-mcp/portcullis/internal/telemetry"
+// serverScope is the instrumentation scope of the gRPC and HTTP server
+// spans and metrics.
+const serverScope = "github.com/portcullis-mcp/portcullis/internal/telemetry"
 
 // GRPCOtherMethod is the rpc.method of a call to a method the server does
 // not know (semantic conventions): method names come from the client, and
@@ -117,23 +117,32 @@ func NewGRPCServerHandler(opts *GRPCServerOptions) *GRPCServerHandler {
 	if opts != nil {
 		o = *opts
 	}
-	h := &GRPCServerHandler{propagator: o.Propagator, services: o.Services}
-	if h.propagator == nil {
-		h.propagator = propagation.TraceContext{}
-	}
-	if recordsSpans(o.TracerProvider) {
-		h.tracer = o.TracerProvider.Tracer(grpcScope, trace.WithSchemaURL(semconv.SchemaURL))
-	}
-	mp := o.MeterProvider
-	if mp == nil {
-		mp = metricnoop.NewMeterProvider()
-	}
+	h := &GRPCServerHandler{services: o.Services}
+	var meter metric.Meter
+	h.tracer, meter, h.propagator = serverInstruments(o.TracerProvider, o.MeterProvider, o.Propagator)
 	// The name and options are constant and valid; on an error the
 	// instrument is a no-op one.
-	d, _ := rpcconv.NewServerCallDuration(mp.Meter(grpcScope, metric.WithSchemaURL(semconv.SchemaURL)))
+	d, _ := rpcconv.NewServerCallDuration(meter)
 	h.duration = d.Inst()
 	h.other = newGRPCMethod(GRPCOtherMethod, semconv.RPCSystemNameGRPC.Value.AsString())
 	return h
+}
+
+// serverInstruments is what a server handler records with: a tracer (nil
+// when tp records no spans), a meter (of a no-op provider when mp is nil)
+// and a propagator (W3C trace context when prop is nil).
+func serverInstruments(tp trace.TracerProvider, mp metric.MeterProvider, prop propagation.TextMapPropagator) (trace.Tracer, metric.Meter, propagation.TextMapPropagator) {
+	var tracer trace.Tracer
+	if recordsSpans(tp) {
+		tracer = tp.Tracer(serverScope, trace.WithSchemaURL(semconv.SchemaURL))
+	}
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	if prop == nil {
+		prop = propagation.TraceContext{}
+	}
+	return tracer, mp.Meter(serverScope, metric.WithSchemaURL(semconv.SchemaURL)), prop
 }
 
 // recordsSpans reports whether tp may record spans: it is neither nil nor

@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/semconv/v1.43.0/httpconv"
@@ -116,24 +115,14 @@ func NewHTTPServerHandler(h http.Handler, opts *HTTPServerOptions) http.Handler 
 	if opts != nil {
 		o = *opts
 	}
-	s := &httpServerHandler{next: h, propagator: o.Propagator, serverName: o.ServerName, serverPort: -1}
-	if s.propagator == nil {
-		s.propagator = propagation.TraceContext{}
-	}
+	s := &httpServerHandler{next: h, serverName: o.ServerName, serverPort: -1}
 	if s.serverName != "" {
 		s.serverHost, s.serverPort = splitHostPort(s.serverName)
 	}
-	// grpcScope is the package's instrumentation scope, for HTTP too.
-	if recordsSpans(o.TracerProvider) {
-		s.tracer = o.TracerProvider.Tracer(grpcScope, trace.WithSchemaURL(semconv.SchemaURL))
-	}
-	mp := o.MeterProvider
-	if mp == nil {
-		mp = metricnoop.NewMeterProvider()
-	}
+	var m metric.Meter
+	s.tracer, m, s.propagator = serverInstruments(o.TracerProvider, o.MeterProvider, o.Propagator)
 	// The names and options are constant and valid; on an error the
 	// instrument is a no-op one.
-	m := mp.Meter(grpcScope, metric.WithSchemaURL(semconv.SchemaURL))
 	d, _ := httpconv.NewServerRequestDuration(m, metric.WithExplicitBucketBoundaries(
 		0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
 	req, _ := httpconv.NewServerRequestBodySize(m)
