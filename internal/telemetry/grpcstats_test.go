@@ -578,17 +578,24 @@ func TestGRPCServerHandlerAllocs(t *testing.T) {
 	}
 }
 
-// BenchmarkGRPCServerHandler runs the stats handler calls of a unary call
-// (TagRPC, then HandleRPC for the header, begin, payloads, trailer and end)
-// through otelgrpc's handler and ours, with a no-op tracer (the default)
-// and an SDK one sampling everything. Metrics go to an SDK meter.
-func BenchmarkGRPCServerHandler(b *testing.B) {
+// benchProviders are the server handler benchmarks' providers: an SDK
+// meter, an SDK tracer sampling everything into a no-op exporter, and W3C
+// trace context with baggage.
+func benchProviders(b *testing.B) (*sdkmetric.MeterProvider, *sdktrace.TracerProvider, propagation.TextMapPropagator) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	sdk := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
 		sdktrace.WithSpanProcessor(sdktrace.NewSimpleSpanProcessor(tracetest.NewNoopExporter())))
 	b.Cleanup(func() { _ = sdk.Shutdown(context.Background()) })
-	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	return mp, sdk, propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+}
+
+// BenchmarkGRPCServerHandler runs the stats handler calls of a unary call
+// (TagRPC, then HandleRPC for the header, begin, payloads, trailer and end)
+// through otelgrpc's handler and ours, with a no-op tracer (the default)
+// and an SDK one sampling everything. Metrics go to an SDK meter.
+func BenchmarkGRPCServerHandler(b *testing.B) {
+	mp, sdk, prop := benchProviders(b)
 
 	const method = "/envoy.service.auth.v3.Authorization/Check"
 	md := metadata.Pairs(":authority", "portcullis", "content-type", "application/grpc", "user-agent", "envoy/1.36.0",
