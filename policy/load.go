@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -60,9 +61,20 @@ func (e *Engine) loadFiles() (*policyFiles, error) {
 	return &policyFiles{modules: modules, data: res.Documents, revision: "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]}, nil
 }
 
+// compileMu serialises compilations in the process. OPA's type checker
+// merges the types of object rules into types it shares across compilers
+// (ast.mergeTypes assigns to the dynamic properties of a type it did not
+// copy), so two engines compiling at once — serve and the MCP server of
+// portcullis dev reloading the same file — race (found by -race in
+// TestFaultPolicyReplacedByBrokenOne). Compiling happens at load and
+// reload only, never per request.
+var compileMu sync.Mutex
+
 // compile adds the library, compiles modules, checks that the decision rule
 // exists and prepares the decision query over data.
 func (e *Engine) compile(ctx context.Context, modules map[string]*ast.Module, data map[string]any, revision string) (*compiled, error) {
+	compileMu.Lock()
+	defer compileMu.Unlock()
 	if err := addLibrary(modules); err != nil {
 		return nil, err
 	}
