@@ -1,0 +1,69 @@
+package bench
+
+import (
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// TestAnswerCodecReadsWhatProtobufDecodes checks that the generator's
+// wire reading finds the numbers a full decode finds, in answers as rich
+// as Portcullis's and as bare as the null server's.
+func TestAnswerCodecReadsWhatProtobufDecodes(t *testing.T) {
+	meta, _ := structpb.NewStruct(map[string]any{"subject": "alice", "scopes": []any{"mcp:tools"}})
+	checks := []*authv3.CheckResponse{
+		{},
+		{Status: &status.Status{}},
+		{Status: &status.Status{Code: int32(codes.OK)}, DynamicMetadata: meta, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-portcullis-subject", Value: "alice"}}},
+		}}},
+		{Status: &status.Status{Code: int32(codes.PermissionDenied), Message: "denied"}, HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
+			Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "www-authenticate", Value: `Bearer error="insufficient_scope"`}}},
+			Body:    `{"error":"forbidden"}`,
+		}}},
+		{Status: &status.Status{Code: int32(codes.Unauthenticated)}, HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{}}},
+	}
+	for _, want := range checks {
+		b, err := proto.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got checkAnswer
+		if err := (answerCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &got); err != nil {
+			t.Fatalf("%v: %v", want, err)
+		}
+		d := want.GetDeniedResponse()
+		if got.code != want.GetStatus().GetCode() || got.denied != (d.GetStatus() != nil) || got.deniedHTTP != int32(d.GetStatus().GetCode()) {
+			t.Errorf("%v: read %+v", want, got)
+		}
+	}
+	for _, want := range []*rlsv3.RateLimitResponse{
+		{},
+		{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: []*rlsv3.RateLimitResponse_DescriptorStatus{{Code: rlsv3.RateLimitResponse_OVER_LIMIT}}},
+		{OverallCode: rlsv3.RateLimitResponse_OVER_LIMIT, Statuses: []*rlsv3.RateLimitResponse_DescriptorStatus{{Code: rlsv3.RateLimitResponse_OK, LimitRemaining: 7}}},
+	} {
+		b, err := proto.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got rateLimitAnswer
+		if err := (answerCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &got); err != nil || got.overall != int32(want.GetOverallCode()) {
+			t.Errorf("%v: read %+v, %v", want, got, err)
+		}
+	}
+	// A truncated answer is an error, not a zero (which would read as OK).
+	b, _ := proto.Marshal(checks[3])
+	var a checkAnswer
+	if err := (answerCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b[:len(b)-3])}, &a); err == nil {
+		t.Errorf("truncated answer read as %+v", a)
+	}
+}
