@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 // GRPCTarget sends Envoy's ext_authz Check or rate-limit ShouldRateLimit
@@ -19,10 +20,11 @@ import (
 // all workers; workers are spread over Conns connections, as an Envoy with
 // several worker threads holds several.
 type GRPCTarget struct {
-	conns []*grpc.ClientConn
-	check []*authv3.CheckRequest
-	rls   []*rlsv3.RateLimitRequest
-	next  atomic.Uint64
+	conns  []*grpc.ClientConn
+	method string        // the full method name
+	reqs   []wireRequest // the requests, marshalled once
+	check  bool          // Check (else ShouldRateLimit)
+	next   atomic.Uint64
 }
 
 // NewCheckTarget returns a target sending reqs to the Authorization
@@ -31,7 +33,10 @@ func NewCheckTarget(addr string, conns int, reqs []*authv3.CheckRequest) (*GRPCT
 	if len(reqs) == 0 {
 		return nil, errors.New("no Check requests")
 	}
-	t := &GRPCTarget{check: reqs}
+	t := &GRPCTarget{method: authv3.Authorization_Check_FullMethodName, check: true}
+	if err := t.marshal(len(reqs), func(i int) proto.Message { return reqs[i] }); err != nil {
+		return nil, err
+	}
 	return t, t.dial(addr, conns)
 }
 
@@ -41,8 +46,24 @@ func NewRateLimitTarget(addr string, conns int, reqs []*rlsv3.RateLimitRequest) 
 	if len(reqs) == 0 {
 		return nil, errors.New("no ShouldRateLimit requests")
 	}
-	t := &GRPCTarget{rls: reqs}
+	t := &GRPCTarget{method: rlsv3.RateLimitService_ShouldRateLimit_FullMethodName}
+	if err := t.marshal(len(reqs), func(i int) proto.Message { return reqs[i] }); err != nil {
+		return nil, err
+	}
 	return t, t.dial(addr, conns)
+}
+
+// marshal encodes the n requests once: the generator spends its CPU on
+// sending, and every server receives the same bytes.
+func (t *GRPCTarget) marshal(n int, req func(int) proto.Message) error {
+	for i := range n {
+		b, err := proto.Marshal(req(i))
+		if err != nil {
+			return fmt.Errorf("request %d: %w", i, err)
+		}
+		t.reqs = append(t.reqs, wireRequest(b))
+	}
+	return nil
 }
 
 func (t *GRPCTarget) dial(addr string, n int) error {
@@ -74,14 +95,14 @@ func (t *GRPCTarget) Close() error {
 // NewCaller returns the caller of one worker, on connection worker % Conns.
 func (t *GRPCTarget) NewCaller(_ context.Context, worker int) (Caller, error) {
 	cc := t.conns[worker%len(t.conns)]
-	if t.check != nil {
+	if t.check {
 		return &checkCaller{t: t, cc: cc}, nil
 	}
 	return &rlsCaller{t: t, cc: cc}, nil
 }
 
-// pick returns the index of the next request, cycling over n.
-func (t *GRPCTarget) pick(n int) int { return int((t.next.Add(1) - 1) % uint64(n)) }
+// pick returns the next request, cycling over them.
+func (t *GRPCTarget) pick() wireRequest { return t.reqs[(t.next.Add(1)-1)%uint64(len(t.reqs))] }
 
 type checkCaller struct {
 	t  *GRPCTarget
@@ -92,7 +113,7 @@ type checkCaller struct {
 // the HTTP status of a denial: "OK", "PERMISSION_DENIED 403".
 func (c *checkCaller) Call(ctx context.Context) (string, error) {
 	var a checkAnswer
-	err := c.cc.Invoke(ctx, authv3.Authorization_Check_FullMethodName, c.t.check[c.t.pick(len(c.t.check))], &a, grpc.ForceCodecV2(answerCodec{}))
+	err := c.cc.Invoke(ctx, c.t.method, c.t.pick(), &a, grpc.ForceCodecV2(answerCodec{}))
 	if err != nil {
 		return "", err
 	}
@@ -116,7 +137,7 @@ type rlsCaller struct {
 // "OVER_LIMIT").
 func (c *rlsCaller) Call(ctx context.Context) (string, error) {
 	var a rateLimitAnswer
-	err := c.cc.Invoke(ctx, rlsv3.RateLimitService_ShouldRateLimit_FullMethodName, c.t.rls[c.t.pick(len(c.t.rls))], &a, grpc.ForceCodecV2(answerCodec{}))
+	err := c.cc.Invoke(ctx, c.t.method, c.t.pick(), &a, grpc.ForceCodecV2(answerCodec{}))
 	if err != nil {
 		return "", err
 	}
