@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -24,8 +23,7 @@ const (
 
 // scriptCall is one script run waiting for its pipeline.
 type scriptCall struct {
-	keys []string
-	args []any
+	args []any // the EVALSHA (redisGroup.cmd)
 	n    int
 	res  []int64
 	err  error
@@ -34,12 +32,12 @@ type scriptCall struct {
 
 // runBatched runs the script through the pipeline workers; false when they
 // are not running (Run is not).
-func (s *RedisStore) runBatched(ctx context.Context, keys []string, args []any, n int) (res []int64, batched bool, err error) {
+func (s *RedisStore) runBatched(ctx context.Context, args []any, n int) (res []int64, batched bool, err error) {
 	calls := s.calls.Load()
 	if calls == nil {
 		return nil, false, nil
 	}
-	c := &scriptCall{keys: keys, args: args, n: n, done: make(chan struct{})}
+	c := &scriptCall{args: args, n: n, done: make(chan struct{})}
 	select {
 	case *calls <- c:
 	case <-ctx.Done():
@@ -99,20 +97,20 @@ func (s *RedisStore) execBatch(batch []*scriptCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	pipe := s.client.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
+	cmds := make([]*redis.IntSliceCmd, len(batch))
 	for i, c := range batch {
-		cmds[i] = s.script.EvalSha(ctx, pipe, c.keys, c.args...)
+		cmds[i] = evalCmd(ctx, c.args)
+		_ = pipe.Process(ctx, cmds[i])
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	for i, c := range batch {
-		res, err := cmds[i].Int64Slice()
+		res, err := cmds[i].Result()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			res, err = s.script.Run(ctx, s.client, c.keys, c.args...).Int64Slice()
+			cmd := evalCmd(ctx, evalFallback(c.args))
+			_ = s.client.Process(ctx, cmd)
+			res, err = cmd.Result()
 		}
-		if err == nil && len(res) != 1+4*c.n {
-			err = fmt.Errorf("script returned %d values for %d hits", len(res), c.n)
-		}
-		c.res, c.err = res, err
+		c.res, c.err = checkReply(res, err, c.n)
 		close(c.done)
 	}
 }

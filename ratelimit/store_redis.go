@@ -334,11 +334,10 @@ type redisHit struct {
 
 // redisGroup is the part of a request one script runs.
 type redisGroup struct {
-	n    int // hits
-	keys []string
-	args []any
-	res  []int64
-	err  error
+	n   int   // hits
+	cmd []any // EVALSHA sha numkeys KEYS… ARGV… (see evalCmd)
+	res []int64
+	err error
 }
 
 // Take implements [Store].
@@ -397,14 +396,14 @@ func (s *RedisStore) Take(ctx context.Context, hits []Hit) ([]Outcome, error) {
 	var multi []redisGroup
 	var err error
 	if groups == 1 {
-		single.build(rhs, 0, now, rejected)
+		single.build(rhs, 0, now, rejected, s.script.Hash())
 		s.eval(rctx, &single)
 		err = single.err
 	} else {
 		multi = make([]redisGroup, groups)
 		var wg sync.WaitGroup
 		for g := range multi {
-			multi[g].build(rhs, g, now, rejected)
+			multi[g].build(rhs, g, now, rejected, s.script.Hash())
 			wg.Go(func() { s.eval(rctx, &multi[g]) })
 		}
 		wg.Wait()
@@ -443,6 +442,7 @@ func (s *RedisStore) Take(ctx context.Context, hits []Hit) ([]Outcome, error) {
 		if c != nil && r[3] > 0 {
 			h := &hits[rh.i]
 			c.SetWithTTL(h.Key, overEntry{minHits: h.Hits, until: now + r[3], resetAt: now + r[2]}, 1, micros(r[3]))
+			s.cache.noteUntil(now + r[3])
 		}
 	}
 	return out, nil
@@ -492,8 +492,9 @@ func (s *RedisStore) keys(rh *redisHit, key string) {
 	}
 }
 
-// build fills in the KEYS and ARGV (see takeScript) of group g of rhs.
-func (g *redisGroup) build(rhs []redisHit, group int, now int64, rejected bool) {
+// build fills in the EVALSHA command, KEYS and ARGV (see takeScript), of
+// group g of rhs.
+func (g *redisGroup) build(rhs []redisHit, group int, now int64, rejected bool, sha string) {
 	nk := 0
 	for j := range rhs {
 		if rhs[j].group != group {
@@ -505,55 +506,89 @@ func (g *redisGroup) build(rhs []redisHit, group int, now int64, rejected bool) 
 			nk++
 		}
 	}
-	g.keys = make([]string, 0, nk)
-	g.args = make([]any, 0, 2+8*g.n)
+	g.cmd = make([]any, 3, 3+nk+2+8*g.n)
+	g.cmd[0], g.cmd[1], g.cmd[2] = "evalsha", sha, nk
+	for j := range rhs {
+		if rh := &rhs[j]; rh.group == group {
+			g.cmd = append(g.cmd, rh.keys[0])
+			if rh.sp.alg == SlidingWindow {
+				g.cmd = append(g.cmd, rh.keys[1])
+			}
+		}
+	}
 	reject := 0
 	if rejected {
 		reject = 1
 	}
-	g.args = append(g.args, now, reject)
+	g.cmd = append(g.cmd, now, reject)
 	for j := range rhs {
 		rh := &rhs[j]
 		if rh.group != group {
 			continue
 		}
 		sp := &rh.sp
-		g.keys = append(g.keys, rh.keys[0])
-		if sp.alg == SlidingWindow {
-			g.keys = append(g.keys, rh.keys[1])
-		}
 		shadow := 0
 		if sp.shadow {
 			shadow = 1
 		}
-		g.args = append(g.args, int(sp.alg), sp.requests, sp.window, sp.hits, shadow, sp.elapsed, sp.interval, sp.tol)
+		g.cmd = append(g.cmd, int(sp.alg), sp.requests, sp.window, sp.hits, shadow, sp.elapsed, sp.interval, sp.tol)
 	}
+}
+
+// evalCmd returns the command that runs the script with args, an EVALSHA
+// built by [redisGroup.build]: an IntSliceCmd reads the reply's integers
+// as they come, where a generic command would box each one.
+func evalCmd(ctx context.Context, args []any) *redis.IntSliceCmd {
+	cmd := redis.NewIntSliceCmd(ctx, args...)
+	if args[2].(int) > 0 {
+		cmd.SetFirstKeyPos(3) // cluster routing: the first key
+	}
+	return cmd
+}
+
+// evalFallback is args as an EVAL of the script's source, for a Redis
+// that has lost the script (NOSCRIPT, after a restart or failover).
+func evalFallback(args []any) []any {
+	args = slices.Clone(args)
+	args[0], args[1] = "eval", takeScript
+	return args
+}
+
+// checkReply checks the length of a script's reply for n hits.
+func checkReply(res []int64, err error, n int) ([]int64, error) {
+	if err == nil && len(res) != 1+4*n {
+		err = fmt.Errorf("script returned %d values for %d hits", len(res), n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // eval runs the script for one group within ctx's deadline: in a pipeline
 // with other requests' while Run runs, else on its own.
 func (s *RedisStore) eval(ctx context.Context, g *redisGroup) {
 	var batched bool
-	if g.res, batched, g.err = s.runBatched(ctx, g.keys, g.args, g.n); batched {
+	if g.res, batched, g.err = s.runBatched(ctx, g.cmd, g.n); batched {
 		return
 	}
 	if s.ctxAware {
-		g.res, g.err = s.run(ctx, g.keys, g.args, g.n)
+		g.res, g.err = s.run(ctx, g.cmd, g.n)
 		return
 	}
-	g.res, g.err = s.runAsync(ctx, g.keys, g.args, g.n)
+	g.res, g.err = s.runAsync(ctx, g.cmd, g.n)
 }
 
 // runAsync is run for a client that ignores deadlines: the call is left
 // behind when ctx is done.
-func (s *RedisStore) runAsync(ctx context.Context, keys []string, args []any, n int) ([]int64, error) {
+func (s *RedisStore) runAsync(ctx context.Context, args []any, n int) ([]int64, error) {
 	type result struct {
 		res []int64
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		res, err := s.run(ctx, keys, args, n)
+		res, err := s.run(ctx, args, n)
 		ch <- result{res, err}
 	}()
 	select {
@@ -564,16 +599,17 @@ func (s *RedisStore) runAsync(ctx context.Context, keys []string, args []any, n 
 	}
 }
 
-// run runs the script and checks the reply's length.
-func (s *RedisStore) run(ctx context.Context, keys []string, args []any, n int) ([]int64, error) {
-	res, err := s.script.Run(ctx, s.client, keys, args...).Int64Slice()
-	if err != nil {
-		return nil, err
+// run runs the script on its own and checks the reply's length.
+func (s *RedisStore) run(ctx context.Context, args []any, n int) ([]int64, error) {
+	cmd := evalCmd(ctx, args)
+	_ = s.client.Process(ctx, cmd)
+	res, err := cmd.Result()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		cmd = evalCmd(ctx, evalFallback(args))
+		_ = s.client.Process(ctx, cmd)
+		res, err = cmd.Result()
 	}
-	if len(res) != 1+4*n {
-		return nil, fmt.Errorf("script returned %d values for %d hits", len(res), n)
-	}
-	return res, nil
+	return checkReply(res, err, n)
 }
 
 // fromCache answers the request from the over-limit cache if one of its
@@ -591,6 +627,9 @@ func (s *RedisStore) fromCache(ctx context.Context, hits []Hit, out []Outcome, n
 			s.cacheLookups.Add(ctx, 1, s.cacheMiss...)
 		}
 	}()
+	if !s.cache.mayHold(now) {
+		return false // every entry ever set has run out: no lookups
+	}
 	var rejected bool
 	var overBuf [8]bool
 	over := overBuf[:0]
@@ -632,13 +671,32 @@ type overEntry struct {
 type overCache struct {
 	mu sync.RWMutex
 	c  *ristretto.Cache[string, overEntry]
+	// until is the latest until of any entry set: once the store's clock
+	// has passed it, no entry can answer, and lookups (which cost
+	// ristretto's admission bookkeeping even on a miss) are skipped. Under
+	// normal load nobody is over a limit and this is the common case.
+	until atomic.Int64
 }
 
 func (oc *overCache) start(c *ristretto.Cache[string, overEntry]) {
 	oc.mu.Lock()
 	oc.c = c
+	oc.until.Store(0)
 	oc.mu.Unlock()
 }
+
+// noteUntil records an entry set that answers until until.
+func (oc *overCache) noteUntil(until int64) {
+	for {
+		cur := oc.until.Load()
+		if until <= cur || oc.until.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+// mayHold reports whether an entry may still answer at now.
+func (oc *overCache) mayHold(now int64) bool { return now < oc.until.Load() }
 
 func (oc *overCache) stop() {
 	oc.mu.Lock()

@@ -809,3 +809,31 @@ func TestRedisPipelinedTakes(t *testing.T) {
 		t.Errorf("%d scripts for %d requests", n, workers*each)
 	}
 }
+
+// TestRedisScriptLost checks that a Redis that no longer holds the script
+// (SCRIPT FLUSH, as after a restart or a failover to a replica that never
+// ran it) still counts every Take: the EVALSHA's NOSCRIPT is answered with
+// an EVAL of the source, in a pipeline and on its own.
+func TestRedisScriptLost(t *testing.T) {
+	for _, pipelined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelined=%v", pipelined), func(t *testing.T) {
+			ctx := storeTestContext(t)
+			client := ratelimittest.Redis(t)
+			s := newTestRedisStore(t, RedisOptions{Client: client})
+			if pipelined {
+				runStore(t, s)
+			}
+			l := &Limit{Requests: 2, Window: time.Hour, Key: "lost"}
+			hits := []Hit{{Key: "d|k=v|lost", Limit: l, Hits: 1}}
+			for i, want := range []bool{false, false, true} {
+				if err := client.ScriptFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+				out, err := s.Take(ctx, hits)
+				if err != nil || out[0].OverLimit != want {
+					t.Fatalf("Take %d after SCRIPT FLUSH: %+v, %v; want over limit %v", i+1, out, err, want)
+				}
+			}
+		})
+	}
+}
