@@ -103,32 +103,33 @@ func methodLabel(r *request) string {
 	return "_OTHER"
 }
 
-// checkMetrics are the Check instruments. Attribute sets are built once per
-// combination of labels and kept: recording one allocates nothing.
+// checkMetrics are the Check instruments. The decisions counter has one
+// series per combination of labels, kept: counting one is an atomic add.
 type checkMetrics struct {
 	on        bool
-	decisions metric.Int64Counter
+	decisions *telemetry.CounterVec
 	duration  metric.Float64Histogram
 	byResult  map[string][]metric.RecordOption
 
-	mu   sync.RWMutex
-	sets map[decisionLabels][]metric.AddOption
+	mu     sync.RWMutex
+	series map[decisionLabels]*telemetry.CounterSeries
 }
 
 type decisionLabels struct{ result, reason, provider, method string }
 
-// maxLabelSets bounds the cache of attribute sets; past it a set is built
-// per call. The labels are bounded (results, reasons, configured providers,
-// MCP methods), so it is a guard, not a limit expected to be reached.
+// maxLabelSets bounds the decisions counter's series; past it decisions
+// are counted in the overflow series (otel.metric.overflow=true). The
+// labels are bounded (results, reasons, configured providers, MCP
+// methods), so it is a guard, not a limit expected to be reached.
 const maxLabelSets = 4096
 
 func newCheckMetrics(mp metric.MeterProvider) *checkMetrics {
-	m := &checkMetrics{on: mp != nil, sets: map[decisionLabels][]metric.AddOption{}, byResult: map[string][]metric.RecordOption{}}
+	m := &checkMetrics{on: mp != nil, series: map[decisionLabels]*telemetry.CounterSeries{}, byResult: map[string][]metric.RecordOption{}}
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
 	meter := mp.Meter(meterName)
-	m.decisions, _ = meter.Int64Counter(metricDecisions, metric.WithUnit("{decision}"),
+	m.decisions = telemetry.NewCounterVec(meter, metricDecisions, metric.WithUnit("{decision}"),
 		metric.WithDescription("Check answers, by result (allowed, denied, error), reason code, identity provider and MCP method."))
 	m.duration, _ = meter.Float64Histogram(metricCheckDuration, metric.WithUnit("s"),
 		metric.WithDescription("Duration of Check, from the request to the answer, by result."),
@@ -143,27 +144,31 @@ func (m *checkMetrics) record(ctx context.Context, l decisionLabels, d time.Dura
 	if !m.on {
 		return
 	}
-	m.decisions.Add(ctx, 1, m.options(l)...)
+	m.decisionSeries(l).Add(1)
 	m.duration.Record(ctx, d.Seconds(), m.byResult[l.result]...)
 }
 
-func (m *checkMetrics) options(l decisionLabels) []metric.AddOption {
+func (m *checkMetrics) decisionSeries(l decisionLabels) *telemetry.CounterSeries {
 	m.mu.RLock()
-	opts, ok := m.sets[l]
+	s, ok := m.series[l]
 	m.mu.RUnlock()
 	if ok {
-		return opts
+		return s
 	}
-	opts = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.series[l]; ok {
+		return s
+	}
+	if len(m.series) >= maxLabelSets {
+		return m.decisions.Series(telemetry.OverflowSet)
+	}
+	s = m.decisions.Series(attribute.NewSet(
 		attribute.String("result", l.result),
 		attribute.String("reason", l.reason),
 		attribute.String("provider", l.provider),
 		attribute.String("mcp_method", l.method),
-	))}
-	m.mu.Lock()
-	if len(m.sets) < maxLabelSets {
-		m.sets[l] = opts
-	}
-	m.mu.Unlock()
-	return opts
+	))
+	m.series[l] = s
+	return s
 }

@@ -17,6 +17,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portcullis-mcp/portcullis/internal/telemetry"
 )
 
 // ErrNotReady is returned by [Engine.Eval] before a policy has been loaded.
@@ -94,9 +96,8 @@ type Engine struct {
 	status Status
 
 	reloads   metric.Int64Counter
-	cacheHits metric.Int64Counter
-	cacheHit  metric.MeasurementOption
-	cacheMiss metric.MeasurementOption
+	cacheHit  *telemetry.CounterSeries // portcullis.policy.decision_cache
+	cacheMiss *telemetry.CounterSeries
 }
 
 // compiled is one loaded policy.
@@ -140,20 +141,16 @@ func New(ctx context.Context, opts *Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	hits, err := mp.Meter("github.com/portcullis-mcp/portcullis/policy").Int64Counter("portcullis.policy.decision_cache",
+	lookups := telemetry.NewCounterVec(mp.Meter("github.com/portcullis-mcp/portcullis/policy"), "portcullis.policy.decision_cache",
 		metric.WithDescription("Decision cache lookups, by result (hit or miss); policies that cannot be cached are not counted."))
-	if err != nil {
-		return nil, err
-	}
 	e := &Engine{
 		opts:      o,
 		query:     QueryForPath(o.Decision),
 		logger:    logger,
 		loaded:    make(chan struct{}),
 		reloads:   reloads,
-		cacheHits: hits,
-		cacheHit:  metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "hit"))),
-		cacheMiss: metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "miss"))),
+		cacheHit:  lookups.Series(attribute.NewSet(attribute.String("result", "hit"))),
+		cacheMiss: lookups.Series(attribute.NewSet(attribute.String("result", "miss"))),
 	}
 	if len(o.Paths) > 0 {
 		if err := e.Reload(ctx); err != nil {
@@ -273,7 +270,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
 	if c.cache != nil {
 		key = c.fp.key(in)
 		if hit, ok := c.cache.Get(key); ok {
-			e.cacheHits.Add(ctx, 1, e.cacheHit)
+			e.cacheHit.Add(1)
 			if span != nil {
 				span.SetAttributes(attribute.Bool("portcullis.policy.cache_hit", true))
 			}
@@ -283,7 +280,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
 			}
 			return d, nil
 		}
-		e.cacheHits.Add(ctx, 1, e.cacheMiss)
+		e.cacheMiss.Add(1)
 	}
 	rs, err := c.query.Eval(ctx, oparego.EvalParsedInput(in.value()))
 	if err == nil {

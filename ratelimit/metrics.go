@@ -54,7 +54,7 @@ func backendName(s Store) string {
 
 // serviceMetrics are the Service's instruments.
 type serviceMetrics struct {
-	requests     metric.Int64Counter
+	requests     *telemetry.CounterVec
 	overLimit    metric.Int64Counter
 	nearLimit    metric.Int64Counter
 	shadow       metric.Int64Counter
@@ -69,7 +69,7 @@ type serviceMetrics struct {
 func newServiceMetrics(mp metric.MeterProvider, backend string) serviceMetrics {
 	m := meter(mp)
 	s := serviceMetrics{backend: backend}
-	s.requests, _ = m.Int64Counter(metricRequests, metric.WithUnit("{request}"),
+	s.requests = telemetry.NewCounterVec(m, metricRequests, metric.WithUnit("{request}"),
 		metric.WithDescription("ShouldRateLimit calls, by domain and overall code."))
 	s.overLimit, _ = m.Int64Counter(metricOverLimit, metric.WithUnit("{hit}"),
 		metric.WithDescription("Descriptors over their limit, by domain and limit key."))

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/portcullis-mcp/portcullis/internal/telemetry"
 )
 
 // Request bounds: a request beyond them is refused with InvalidArgument
@@ -62,9 +64,9 @@ type Service struct {
 	config atomic.Pointer[Config]
 
 	metrics serviceMetrics
-	// countOpts caches the attribute set of each (domain, code) for the
-	// requests counter; domains are configured ones or unknownDomain.
-	countOpts sync.Map // countKey → metric.AddOption
+	// countSeries holds the requests counter's series of each (domain,
+	// code); domains are configured ones or unknownDomain.
+	countSeries sync.Map // countKey → *telemetry.CounterSeries
 }
 
 type countKey struct {
@@ -314,12 +316,12 @@ func (s *Service) count(ctx context.Context, domain string, code rlsv3.RateLimit
 		domain = unknownDomain
 	}
 	key := countKey{domain, code}
-	opt, ok := s.countOpts.Load(key)
+	series, ok := s.countSeries.Load(key)
 	if !ok {
-		opt, _ = s.countOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(
+		series, _ = s.countSeries.LoadOrStore(key, s.metrics.requests.Series(attribute.NewSet(
 			attribute.String("domain", domain), attribute.String("code", code.String()))))
 	}
-	s.metrics.requests.Add(ctx, 1, opt.(metric.AddOption))
+	series.(*telemetry.CounterSeries).Add(1)
 }
 
 // hitKey is the counter key of one limit for one request descriptor: the
