@@ -68,38 +68,32 @@ func meter(mp metric.MeterProvider) metric.Meter {
 	return mp.Meter(meterName)
 }
 
-// addOptions returns the options of one precomputed attribute set, so
-// that counting allocates nothing.
-func addOptions(kv ...attribute.KeyValue) []metric.AddOption {
-	return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(kv...))}
-}
-
 // cacheMetrics counts the lookups of one provider's cache of verified
 // credentials: hits over hits and misses is its hit ratio.
 type cacheMetrics struct {
-	lookups   metric.Int64Counter
-	hit, miss []metric.AddOption
+	hit, miss *telemetry.CounterSeries
 }
 
 func newCacheMetrics(mp metric.MeterProvider, provider, cache string) cacheMetrics {
-	c, _ := meter(mp).Int64Counter(metricCacheLookups, metric.WithUnit("{lookup}"),
+	// One CounterVec per cache: each reports its own series (provider and
+	// cache differ) of the one instrument.
+	c := telemetry.NewCounterVec(meter(mp), metricCacheLookups, metric.WithUnit("{lookup}"),
 		metric.WithDescription("Lookups of a provider's cache of verified credentials, by provider, cache and result (hit or miss)."))
 	return cacheMetrics{
-		lookups: c,
-		hit:     addOptions(attribute.String(labelProvider, provider), attribute.String(labelCache, cache), attribute.String(labelResult, resultHit)),
-		miss:    addOptions(attribute.String(labelProvider, provider), attribute.String(labelCache, cache), attribute.String(labelResult, resultMiss)),
+		hit:  c.Series(attribute.NewSet(attribute.String(labelProvider, provider), attribute.String(labelCache, cache), attribute.String(labelResult, resultHit))),
+		miss: c.Series(attribute.NewSet(attribute.String(labelProvider, provider), attribute.String(labelCache, cache), attribute.String(labelResult, resultMiss))),
 	}
 }
 
 // record counts one lookup and notes it on the identity span, if any.
 func (m *cacheMetrics) record(ctx context.Context, hit bool) {
-	if m.lookups == nil {
+	if m.hit == nil {
 		return
 	}
 	if hit {
-		m.lookups.Add(ctx, 1, m.hit...)
+		m.hit.Add(1)
 	} else {
-		m.lookups.Add(ctx, 1, m.miss...)
+		m.miss.Add(1)
 	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(attribute.Bool(attrCacheHit, hit))

@@ -37,19 +37,20 @@ func meter(mp metric.MeterProvider) metric.Meter {
 // label is a name from the server's registry (built-in tools, and the
 // bridge's when Options.KnownTool says so), else unknownTool.
 type toolMetrics struct {
-	calls    metric.Int64Counter
+	calls    *telemetry.CounterVec
 	duration metric.Float64Histogram
 
-	mu   sync.RWMutex
-	sets map[toolLabels]attribute.Set
+	mu     sync.RWMutex
+	sets   map[toolLabels]attribute.Set
+	series map[toolLabels]*telemetry.CounterSeries
 }
 
 type toolLabels struct{ tool, outcome string }
 
 func newToolMetrics(mp metric.MeterProvider) *toolMetrics {
 	m := meter(mp)
-	t := &toolMetrics{sets: map[toolLabels]attribute.Set{}}
-	t.calls, _ = m.Int64Counter(metricToolCalls, metric.WithUnit("{call}"),
+	t := &toolMetrics{sets: map[toolLabels]attribute.Set{}, series: map[toolLabels]*telemetry.CounterSeries{}}
+	t.calls = telemetry.NewCounterVec(m, metricToolCalls, metric.WithUnit("{call}"),
 		metric.WithDescription("Tool calls, by tool and outcome (ok, error, denied)."))
 	t.duration, _ = m.Float64Histogram(metricToolDuration, metric.WithUnit("s"),
 		metric.WithDescription("Duration of tool calls, the policy check included, by tool."),
@@ -58,8 +59,24 @@ func newToolMetrics(mp metric.MeterProvider) *toolMetrics {
 }
 
 func (t *toolMetrics) record(ctx context.Context, tool, outcome string, d time.Duration) {
-	t.calls.Add(ctx, 1, metric.WithAttributeSet(t.set(tool, outcome)))
+	t.callSeries(tool, outcome).Add(1)
 	t.duration.Record(ctx, d.Seconds(), metric.WithAttributeSet(t.set(tool, "")))
+}
+
+// callSeries returns the calls counter's series of tool and outcome.
+func (t *toolMetrics) callSeries(tool, outcome string) *telemetry.CounterSeries {
+	l := toolLabels{tool, outcome}
+	t.mu.RLock()
+	s, ok := t.series[l]
+	t.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = t.calls.Series(t.set(tool, outcome)) // the CounterVec gives one series per set
+	t.mu.Lock()
+	t.series[l] = s
+	t.mu.Unlock()
+	return s
 }
 
 // set returns the attribute set of tool and outcome (outcome "" for the

@@ -16,6 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/portcullis-mcp/portcullis/internal/telemetry"
 )
 
 // RedisOptions configures a [RedisStore]. Zero fields mean defaults.
@@ -142,8 +144,7 @@ type RedisStore struct {
 	cache     overCache
 	calls     atomic.Pointer[chan *scriptCall] // the pipeline workers' queue while Run runs
 
-	cacheLookups        metric.Int64Counter
-	cacheHit, cacheMiss []metric.AddOption
+	cacheHit, cacheMiss *telemetry.CounterSeries // over-limit cache lookups
 	circuitOpens        metric.Int64Counter
 }
 
@@ -233,10 +234,10 @@ func NewRedisStore(opts *RedisOptions) (*RedisStore, error) {
 // over-limit cache's lookups.
 func (s *RedisStore) instrument(mp metric.MeterProvider) {
 	m := meter(mp)
-	s.cacheLookups, _ = m.Int64Counter(metricOverLimitCache, metric.WithUnit("{lookup}"),
+	lookups := telemetry.NewCounterVec(m, metricOverLimitCache, metric.WithUnit("{lookup}"),
 		metric.WithDescription("Requests checked against the over-limit cache, by result: a hit is answered without Redis."))
-	s.cacheHit = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "hit")))}
-	s.cacheMiss = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "miss")))}
+	s.cacheHit = lookups.Series(attribute.NewSet(attribute.String("result", "hit")))
+	s.cacheMiss = lookups.Series(attribute.NewSet(attribute.String("result", "miss")))
 	s.circuitOpens, _ = m.Int64Counter(metricCircuitOpenings, metric.WithUnit("{opening}"),
 		metric.WithDescription("Times the Redis circuit breaker opened."))
 	// No unit: "1" would make the Prometheus name end in _ratio.
@@ -622,9 +623,9 @@ func (s *RedisStore) fromCache(ctx context.Context, hits []Hit, out []Outcome, n
 	}
 	defer func() {
 		if answered {
-			s.cacheLookups.Add(ctx, 1, s.cacheHit...)
+			s.cacheHit.Add(1)
 		} else {
-			s.cacheLookups.Add(ctx, 1, s.cacheMiss...)
+			s.cacheMiss.Add(1)
 		}
 	}()
 	if !s.cache.mayHold(now) {

@@ -61,6 +61,8 @@ func TestScenarioMetrics(t *testing.T) {
 			"cache=jwt,provider=corp,result=hit":              1,
 			"cache=jwt,provider=corp,result=miss":             1,
 			"cache=introspection,provider=opaque,result=miss": 2,
+			// A cache's series exist from the start, at 0 until counted.
+			"cache=introspection,provider=opaque,result=hit": 0,
 		},
 		"portcullis_identity_introspection_requests_total": {"provider=opaque,result=active": 1, "provider=opaque,result=inactive": 1},
 		"portcullis_identity_jwks_refreshes_total":         {"provider=corp,result=success,trigger=scheduled": 1},

@@ -16,8 +16,11 @@ import (
 // unit, description, attributes and values. A synchronous counter spends
 // about a microsecond per Add under load on looking up and aggregating the
 // attribute set, more than the atomic by far, and it is called once per
-// Check, per decision-cache lookup and per ShouldRateLimit. What is lost
-// is exemplars, which a synchronous counter takes from the sampled span of
+// Check, per decision-cache lookup and per ShouldRateLimit. Two
+// differences: a series is exported from its creation, at 0 until counted
+// (a synchronous counter shows it after its first Add; Prometheus
+// recommends the former for label values known in advance), and there are
+// no exemplars, which a synchronous counter takes from the sampled span of
 // the context of an Add.
 //
 // Series are kept for the life of the CounterVec; callers bound how many
