@@ -106,9 +106,7 @@ func (s *RedisStore) execBatch(batch []*scriptCall) {
 	for i, c := range batch {
 		res, err := cmds[i].Result()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			cmd := evalCmd(ctx, evalFallback(c.args))
-			_ = s.client.Process(ctx, cmd)
-			res, err = cmd.Result()
+			res, err = s.runSource(ctx, c.args)
 		}
 		c.res, c.err = checkReply(res, err, c.n)
 		close(c.done)

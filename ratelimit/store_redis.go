@@ -547,12 +547,15 @@ func evalCmd(ctx context.Context, args []any) *redis.IntSliceCmd {
 	return cmd
 }
 
-// evalFallback is args as an EVAL of the script's source, for a Redis
-// that has lost the script (NOSCRIPT, after a restart or failover).
-func evalFallback(args []any) []any {
+// runSource runs args as an EVAL of the script's source, for a Redis that
+// has lost the script (NOSCRIPT, after a restart or failover); EVAL caches
+// it again.
+func (s *RedisStore) runSource(ctx context.Context, args []any) ([]int64, error) {
 	args = slices.Clone(args)
 	args[0], args[1] = "eval", takeScript
-	return args
+	cmd := evalCmd(ctx, args)
+	_ = s.client.Process(ctx, cmd)
+	return cmd.Result()
 }
 
 // checkReply checks the length of a script's reply for n hits.
@@ -606,9 +609,7 @@ func (s *RedisStore) run(ctx context.Context, args []any, n int) ([]int64, error
 	_ = s.client.Process(ctx, cmd)
 	res, err := cmd.Result()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		cmd = evalCmd(ctx, evalFallback(args))
-		_ = s.client.Process(ctx, cmd)
-		res, err = cmd.Result()
+		res, err = s.runSource(ctx, args)
 	}
 	return checkReply(res, err, n)
 }
