@@ -67,3 +67,55 @@ func TestAnswerCodecReadsWhatProtobufDecodes(t *testing.T) {
 		t.Errorf("truncated answer read as %+v", a)
 	}
 }
+
+// BenchmarkAnswer decodes answers as the generator used to (protobuf-go,
+// in full) and reads them as it does now (the wire), for an answer shaped
+// like Portcullis's allow of authz-rbac (identity headers, the credential
+// header removed, dynamic metadata) and for the null server's.
+func BenchmarkAnswer(b *testing.B) {
+	meta, err := structpb.NewStruct(map[string]any{
+		"subject": "key:analyst", "client_id": "", "provider": "keys", "mcp_method": "tools/call",
+		"mcp_name": "fs.read", "decision_id": "01JD5Q3ZP4K7M2XG8W9R6T1YHN", "cost": 1,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	header := func(k, v string) *corev3.HeaderValueOption {
+		return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}}
+	}
+	portcullis := &authv3.CheckResponse{Status: &status.Status{}, DynamicMetadata: meta, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+		Headers: []*corev3.HeaderValueOption{
+			header("x-portcullis-subject", "key:analyst"), header("x-portcullis-roles", "analyst"),
+			header("x-portcullis-scopes", "mcp:tools"), header("x-portcullis-provider", "keys"),
+		},
+		HeadersToRemove: []string{"x-api-key"},
+	}}}
+	null := &authv3.CheckResponse{Status: &status.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}}}
+	for _, tc := range []struct {
+		name string
+		resp *authv3.CheckResponse
+	}{{"portcullis", portcullis}, {"null", null}} {
+		wire, err := proto.Marshal(tc.resp)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(tc.name+"/decode", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var m authv3.CheckResponse
+				if err := proto.Unmarshal(wire, &m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(tc.name+"/wire", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var a checkAnswer
+				if err := a.readWire(wire); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
