@@ -770,6 +770,31 @@ func TestRedisCachedAllocs(t *testing.T) {
 	}
 }
 
+// TestRedisTakeAllocs is the allocation ceiling of a Take that goes to
+// Redis with Envoy's two MCP descriptors (a sliding window and GCRA),
+// about 10% above what it allocates today: 42, go-redis's command, reply
+// and pipeline included (50 before the EVALSHA was built once and read as
+// integers). One Take at a time is a pipeline of one; under load a
+// pipeline's own allocations are shared. A regression fails without
+// timing anything.
+func TestRedisTakeAllocs(t *testing.T) {
+	ctx := storeTestContext(t)
+	s := newTestRedisStore(t, RedisOptions{})
+	runStore(t, s)
+	hits := []Hit{
+		{Key: "mcp|subject=carol|subject", Limit: &Limit{Requests: 1 << 30, Window: time.Minute, Algorithm: SlidingWindow}, Hits: 1},
+		{Key: "mcp|subject=carol|tool=x|subject_tool", Limit: &Limit{Requests: 1 << 30, Window: time.Minute, Algorithm: GCRA, Burst: 1 << 20}, Hits: 1},
+	}
+	allocs := testing.AllocsPerRun(500, func() {
+		if out, err := s.Take(ctx, hits); err != nil || out[0].OverLimit || out[1].OverLimit {
+			t.Fatalf("Take: %+v, %v", out, err)
+		}
+	})
+	if allocs > 46 {
+		t.Errorf("a Take through Redis allocates %v times, ceiling 46 (42)", allocs)
+	}
+}
+
 // TestRedisPipelinedTakes: while Run runs, concurrent Takes share
 // pipelines; every request still runs its own script once, and counting
 // stays exact.
