@@ -33,7 +33,7 @@ func NewCheckTarget(addr string, conns int, reqs []*authv3.CheckRequest) (*GRPCT
 	if len(reqs) == 0 {
 		return nil, errors.New("no Check requests")
 	}
-	t := &GRPCTarget{method: authv3.Authorization_Check_FullMethodName, check: true}
+	t := &GRPCTarget{method: authv3.Authorization_Check_FullMethodName}
 	if err := t.marshal(len(reqs), func(i int) proto.Message { return reqs[i] }); err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (t *GRPCTarget) Close() error {
 // NewCaller returns the caller of one worker, on connection worker % Conns.
 func (t *GRPCTarget) NewCaller(_ context.Context, worker int) (Caller, error) {
 	cc := t.conns[worker%len(t.conns)]
-	if t.check {
+	if t.method == authv3.Authorization_Check_FullMethodName {
 		return &checkCaller{t: t, cc: cc}, nil
 	}
 	return &rlsCaller{t: t, cc: cc}, nil

@@ -3,7 +3,6 @@ package extauthz
 import (
 	"context"
 	"net/http"
-	"sync"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -107,12 +106,9 @@ func methodLabel(r *request) string {
 // series per combination of labels, kept: counting one is an atomic add.
 type checkMetrics struct {
 	on        bool
-	decisions *telemetry.CounterVec
+	decisions *telemetry.LabeledCounter[decisionLabels]
 	duration  metric.Float64Histogram
 	byResult  map[string][]metric.RecordOption
-
-	mu     sync.RWMutex
-	series map[decisionLabels]*telemetry.CounterSeries
 }
 
 type decisionLabels struct{ result, reason, provider, method string }
@@ -124,13 +120,21 @@ type decisionLabels struct{ result, reason, provider, method string }
 const maxLabelSets = 4096
 
 func newCheckMetrics(mp metric.MeterProvider) *checkMetrics {
-	m := &checkMetrics{on: mp != nil, series: map[decisionLabels]*telemetry.CounterSeries{}, byResult: map[string][]metric.RecordOption{}}
+	m := &checkMetrics{on: mp != nil, byResult: map[string][]metric.RecordOption{}}
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
 	meter := mp.Meter(meterName)
-	m.decisions = telemetry.NewCounterVec(meter, metricDecisions, metric.WithUnit("{decision}"),
-		metric.WithDescription("Check answers, by result (allowed, denied, error), reason code, identity provider and MCP method."))
+	m.decisions = telemetry.NewLabeledCounter(telemetry.NewCounterVec(meter, metricDecisions, metric.WithUnit("{decision}"),
+		metric.WithDescription("Check answers, by result (allowed, denied, error), reason code, identity provider and MCP method.")),
+		maxLabelSets, func(l decisionLabels) attribute.Set {
+			return attribute.NewSet(
+				attribute.String("result", l.result),
+				attribute.String("reason", l.reason),
+				attribute.String("provider", l.provider),
+				attribute.String("mcp_method", l.method),
+			)
+		})
 	m.duration, _ = meter.Float64Histogram(metricCheckDuration, metric.WithUnit("s"),
 		metric.WithDescription("Duration of Check, from the request to the answer, by result."),
 		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets()...))
@@ -144,31 +148,6 @@ func (m *checkMetrics) record(ctx context.Context, l decisionLabels, d time.Dura
 	if !m.on {
 		return
 	}
-	m.decisionSeries(l).Add(1)
+	m.decisions.Series(l).Add(1)
 	m.duration.Record(ctx, d.Seconds(), m.byResult[l.result]...)
-}
-
-func (m *checkMetrics) decisionSeries(l decisionLabels) *telemetry.CounterSeries {
-	m.mu.RLock()
-	s, ok := m.series[l]
-	m.mu.RUnlock()
-	if ok {
-		return s
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if s, ok := m.series[l]; ok {
-		return s
-	}
-	if len(m.series) >= maxLabelSets {
-		return m.decisions.Series(telemetry.OverflowSet)
-	}
-	s = m.decisions.Series(attribute.NewSet(
-		attribute.String("result", l.result),
-		attribute.String("reason", l.reason),
-		attribute.String("provider", l.provider),
-		attribute.String("mcp_method", l.method),
-	))
-	m.series[l] = s
-	return s
 }

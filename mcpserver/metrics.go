@@ -37,21 +37,27 @@ func meter(mp metric.MeterProvider) metric.Meter {
 // label is a name from the server's registry (built-in tools, and the
 // bridge's when Options.KnownTool says so), else unknownTool.
 type toolMetrics struct {
-	calls    *telemetry.CounterVec
+	calls    *telemetry.LabeledCounter[toolLabels]
 	duration metric.Float64Histogram
 
-	mu     sync.RWMutex
-	sets   map[toolLabels]attribute.Set
-	series map[toolLabels]*telemetry.CounterSeries
+	mu        sync.RWMutex
+	toolAttrs map[string]metric.RecordOption // the duration's, by tool
 }
 
 type toolLabels struct{ tool, outcome string }
 
+// maxToolLabels bounds the calls counter's series: tools are the
+// registry's (others are unknownTool), outcomes three.
+const maxToolLabels = 4096
+
 func newToolMetrics(mp metric.MeterProvider) *toolMetrics {
 	m := meter(mp)
-	t := &toolMetrics{sets: map[toolLabels]attribute.Set{}, series: map[toolLabels]*telemetry.CounterSeries{}}
-	t.calls = telemetry.NewCounterVec(m, metricToolCalls, metric.WithUnit("{call}"),
-		metric.WithDescription("Tool calls, by tool and outcome (ok, error, denied)."))
+	t := &toolMetrics{toolAttrs: map[string]metric.RecordOption{}}
+	t.calls = telemetry.NewLabeledCounter(telemetry.NewCounterVec(m, metricToolCalls, metric.WithUnit("{call}"),
+		metric.WithDescription("Tool calls, by tool and outcome (ok, error, denied).")),
+		maxToolLabels, func(l toolLabels) attribute.Set {
+			return attribute.NewSet(attribute.String("tool", l.tool), attribute.String("outcome", l.outcome))
+		})
 	t.duration, _ = m.Float64Histogram(metricToolDuration, metric.WithUnit("s"),
 		metric.WithDescription("Duration of tool calls, the policy check included, by tool."),
 		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets()...))
@@ -59,45 +65,23 @@ func newToolMetrics(mp metric.MeterProvider) *toolMetrics {
 }
 
 func (t *toolMetrics) record(ctx context.Context, tool, outcome string, d time.Duration) {
-	t.callSeries(tool, outcome).Add(1)
-	t.duration.Record(ctx, d.Seconds(), metric.WithAttributeSet(t.set(tool, "")))
+	t.calls.Series(toolLabels{tool, outcome}).Add(1)
+	t.duration.Record(ctx, d.Seconds(), t.durationAttrs(tool))
 }
 
-// callSeries returns the calls counter's series of tool and outcome.
-func (t *toolMetrics) callSeries(tool, outcome string) *telemetry.CounterSeries {
-	l := toolLabels{tool, outcome}
+// durationAttrs returns the duration's attribute set of tool, built once.
+func (t *toolMetrics) durationAttrs(tool string) metric.RecordOption {
 	t.mu.RLock()
-	s, ok := t.series[l]
+	opt, ok := t.toolAttrs[tool]
 	t.mu.RUnlock()
 	if ok {
-		return s
+		return opt
 	}
-	s = t.calls.Series(t.set(tool, outcome)) // the CounterVec gives one series per set
+	opt = metric.WithAttributeSet(attribute.NewSet(attribute.String("tool", tool)))
 	t.mu.Lock()
-	t.series[l] = s
+	t.toolAttrs[tool] = opt
 	t.mu.Unlock()
-	return s
-}
-
-// set returns the attribute set of tool and outcome (outcome "" for the
-// duration), built once.
-func (t *toolMetrics) set(tool, outcome string) attribute.Set {
-	l := toolLabels{tool, outcome}
-	t.mu.RLock()
-	s, ok := t.sets[l]
-	t.mu.RUnlock()
-	if ok {
-		return s
-	}
-	if outcome == "" {
-		s = attribute.NewSet(attribute.String("tool", tool))
-	} else {
-		s = attribute.NewSet(attribute.String("tool", tool), attribute.String("outcome", outcome))
-	}
-	t.mu.Lock()
-	t.sets[l] = s
-	t.mu.Unlock()
-	return s
+	return opt
 }
 
 // toolLabel is the tool label of a call of name.

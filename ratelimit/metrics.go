@@ -52,9 +52,13 @@ func backendName(s Store) string {
 	return "custom"
 }
 
+// maxCountKeys bounds the requests counter's series: (domain, code) for
+// the domains of the configurations loaded, and unknownDomain.
+const maxCountKeys = 4096
+
 // serviceMetrics are the Service's instruments.
 type serviceMetrics struct {
-	requests     *telemetry.CounterVec
+	requests     *telemetry.LabeledCounter[countKey] // domains are configured ones or unknownDomain
 	overLimit    metric.Int64Counter
 	nearLimit    metric.Int64Counter
 	shadow       metric.Int64Counter
@@ -69,8 +73,11 @@ type serviceMetrics struct {
 func newServiceMetrics(mp metric.MeterProvider, backend string) serviceMetrics {
 	m := meter(mp)
 	s := serviceMetrics{backend: backend}
-	s.requests = telemetry.NewCounterVec(m, metricRequests, metric.WithUnit("{request}"),
-		metric.WithDescription("ShouldRateLimit calls, by domain and overall code."))
+	s.requests = telemetry.NewLabeledCounter(telemetry.NewCounterVec(m, metricRequests, metric.WithUnit("{request}"),
+		metric.WithDescription("ShouldRateLimit calls, by domain and overall code.")),
+		maxCountKeys, func(k countKey) attribute.Set {
+			return attribute.NewSet(attribute.String("domain", k.domain), attribute.String("code", k.code.String()))
+		})
 	s.overLimit, _ = m.Int64Counter(metricOverLimit, metric.WithUnit("{hit}"),
 		metric.WithDescription("Descriptors over their limit, by domain and limit key."))
 	s.nearLimit, _ = m.Int64Counter(metricNearLimit, metric.WithUnit("{hit}"),

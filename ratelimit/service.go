@@ -6,7 +6,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,8 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-
-	"github.com/portcullis-mcp/portcullis/internal/telemetry"
 )
 
 // Request bounds: a request beyond them is refused with InvalidArgument
@@ -64,9 +61,6 @@ type Service struct {
 	config atomic.Pointer[Config]
 
 	metrics serviceMetrics
-	// countSeries holds the requests counter's series of each (domain,
-	// code); domains are configured ones or unknownDomain.
-	countSeries sync.Map // countKey → *telemetry.CounterSeries
 }
 
 type countKey struct {
@@ -315,13 +309,7 @@ func (s *Service) count(ctx context.Context, domain string, code rlsv3.RateLimit
 	if !s.config.Load().HasDomain(domain) {
 		domain = unknownDomain
 	}
-	key := countKey{domain, code}
-	series, ok := s.countSeries.Load(key)
-	if !ok {
-		series, _ = s.countSeries.LoadOrStore(key, s.metrics.requests.Series(attribute.NewSet(
-			attribute.String("domain", domain), attribute.String("code", code.String()))))
-	}
-	series.(*telemetry.CounterSeries).Add(1)
+	s.metrics.requests.Series(countKey{domain, code}).Add(1)
 }
 
 // hitKey is the counter key of one limit for one request descriptor: the

@@ -84,3 +84,44 @@ func (c *CounterVec) Series(set attribute.Set) *CounterSeries {
 // caller's limit on series, as the OpenTelemetry SDK names its own
 // cardinality overflow.
 var OverflowSet = attribute.NewSet(attribute.Bool("otel.metric.overflow", true))
+
+// LabeledCounter finds the series of a [CounterVec] by a comparable key of
+// the caller's labels, building each key's attribute set once: after the
+// first count of a key, Series is a read-locked map lookup that allocates
+// nothing. Past max keys, further keys count in the overflow series
+// ([OverflowSet]): labels are closed sets, so the bound is a guard.
+type LabeledCounter[K comparable] struct {
+	vec   *CounterVec
+	attrs func(K) attribute.Set
+	max   int
+
+	mu     sync.RWMutex
+	series map[K]*CounterSeries
+}
+
+// NewLabeledCounter returns a LabeledCounter of vec whose key k has the
+// attributes attrs(k).
+func NewLabeledCounter[K comparable](vec *CounterVec, max int, attrs func(K) attribute.Set) *LabeledCounter[K] {
+	return &LabeledCounter[K]{vec: vec, attrs: attrs, max: max, series: map[K]*CounterSeries{}}
+}
+
+// Series returns the series of key k.
+func (c *LabeledCounter[K]) Series(k K) *CounterSeries {
+	c.mu.RLock()
+	s, ok := c.series[k]
+	c.mu.RUnlock()
+	if ok {
+		return s
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.series[k]; ok {
+		return s
+	}
+	if len(c.series) >= c.max {
+		return c.vec.Series(OverflowSet)
+	}
+	s = c.vec.Series(c.attrs(k))
+	c.series[k] = s
+	return s
+}

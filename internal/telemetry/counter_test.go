@@ -79,3 +79,40 @@ func TestCounterVecExportsWhatACounterDoes(t *testing.T) {
 // goGroup is a sync.WaitGroup under another name: the test's counter is
 // called sync.
 type goGroup = sync.WaitGroup
+
+// TestLabeledCounter checks that a key's series carries its attributes,
+// that a key keeps its series, and that keys past the bound count in the
+// overflow series.
+func TestLabeledCounter(t *testing.T) {
+	ctx := context.Background()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(ctx) })
+	c := NewLabeledCounter(NewCounterVec(mp.Meter("test"), "calls"), 2, func(k string) attribute.Set {
+		return attribute.NewSet(attribute.String("k", k))
+	})
+	if c.Series("a") != c.Series("a") {
+		t.Fatal("one key, two series")
+	}
+	for _, k := range []string{"a", "a", "b", "c", "d", "c"} {
+		c.Series(k).Add(1)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, dp := range rm.ScopeMetrics[0].Metrics[0].Data.(metricdata.Sum[int64]).DataPoints {
+		got[dp.Attributes.Encoded(attribute.DefaultEncoder())] = dp.Value
+	}
+	want := map[string]int64{"k=a": 2, "k=b": 1, "otel.metric.overflow=true": 3}
+	if len(got) != len(want) {
+		t.Fatalf("series %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("series %v, want %v", got, want)
+			break
+		}
+	}
+}
