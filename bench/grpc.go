@@ -23,7 +23,6 @@ type GRPCTarget struct {
 	conns  []*grpc.ClientConn
 	method string        // the full method name
 	reqs   []wireRequest // the requests, marshalled once
-	check  bool          // Check (else ShouldRateLimit)
 	next   atomic.Uint64
 }
 

@@ -91,7 +91,7 @@ func TestLabeledCounter(t *testing.T) {
 	c := NewLabeledCounter(NewCounterVec(mp.Meter("test"), "calls"), 2, func(k string) attribute.Set {
 		return attribute.NewSet(attribute.String("k", k))
 	})
-	if c.Series("a") != c.Series("a") {
+	if first, again := c.Series("a"), c.Series("a"); first != again {
 		t.Fatal("one key, two series")
 	}
 	for _, k := range []string{"a", "a", "b", "c", "d", "c"} {
