@@ -202,3 +202,38 @@ func TestCheckAllowedIdentity(t *testing.T) {
 		}
 	}
 }
+
+func TestQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                    `""`,
+		"mcp:tools mcp:admin": `"mcp:tools mcp:admin"`,
+		`say "hi"`:            `"say \"hi\""`,
+		`C:\path\`:            `"C:\\path\\"`,
+		`\"`:                  `"\\\""`,
+		"ünïcödé":             `"ünïcödé"`,
+	} {
+		if got := quote(in); got != want {
+			t.Errorf("quote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestChallenge(t *testing.T) {
+	with := New(echoOnly{}, &Options{ResourceMetadataURL: `https://mcp.example.com/.well-known/oauth-protected-resource`})
+	without := New(echoOnly{}, nil)
+	rm := `resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource"`
+	for _, tc := range []struct {
+		s      *Server
+		params string
+		want   string
+	}{
+		{without, "", "Bearer"},
+		{without, `error="invalid_token"`, `Bearer error="invalid_token"`},
+		{with, "", "Bearer " + rm},
+		{with, `error="invalid_token"`, `Bearer error="invalid_token", ` + rm},
+	} {
+		if got := tc.s.challenge(tc.params); got != tc.want {
+			t.Errorf("challenge(%q) = %s, want %s", tc.params, got, tc.want)
+		}
+	}
+}

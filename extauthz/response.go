@@ -164,17 +164,15 @@ func (s *Server) refusal(e *requestError, decisionID string) *authv3.CheckRespon
 // challenge builds a WWW-Authenticate Bearer challenge (RFC 6750) with the
 // resource metadata URL (RFC 9728) when one is configured.
 func (s *Server) challenge(params string) string {
-	v := "Bearer"
-	if params != "" {
-		v += " " + params
+	switch {
+	case params == "" && s.resourceMetadata == "":
+		return "Bearer"
+	case params == "":
+		return "Bearer " + s.resourceMetadata
+	case s.resourceMetadata == "":
+		return "Bearer " + params
 	}
-	if s.opts.ResourceMetadataURL != "" {
-		if params != "" {
-			v += ","
-		}
-		v += " resource_metadata=" + quote(s.opts.ResourceMetadataURL)
-	}
-	return v
+	return "Bearer " + params + ", " + s.resourceMetadata
 }
 
 func hasHeader(hs []policy.Header, key string) bool {
@@ -186,8 +184,21 @@ func hasHeader(hs []policy.Header, key string) bool {
 	return false
 }
 
+// quote writes s as an RFC 9110 quoted-string, escaping backslashes and
+// double quotes. It runs on every denial with a challenge: one allocation,
+// where a strings.Replacer built per call cost a few KiB.
 func quote(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	var b strings.Builder
+	b.Grow(len(s) + 2 + strings.Count(s, `\`) + strings.Count(s, `"`))
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\\' || c == '"' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // headerPair holds an option and its header in one allocation.

@@ -101,6 +101,10 @@ type Server struct {
 
 	tracer     trace.Tracer // nil when tracing is off
 	propagator propagation.TextMapPropagator
+
+	// resourceMetadata is the challenges' resource_metadata parameter,
+	// quoted once; empty when no URL is configured.
+	resourceMetadata string
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -141,6 +145,9 @@ func New(d Decider, opts *Options) *Server {
 	}
 	if srv.propagator == nil {
 		srv.propagator = propagation.TraceContext{}
+	}
+	if o.ResourceMetadataURL != "" {
+		srv.resourceMetadata = "resource_metadata=" + quote(o.ResourceMetadataURL)
 	}
 	return srv
 }
