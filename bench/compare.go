@@ -141,6 +141,7 @@ type LoadSummary struct {
 	SubjectP50  float64 `json:"subject_p50_us"`
 	BaselineP99 float64 `json:"baseline_p99_us"`
 	SubjectP99  float64 `json:"subject_p99_us"`
+	P50Ratio    float64 `json:"p50_ratio"`
 	P99Ratio    float64 `json:"p99_ratio"`
 }
 
@@ -321,6 +322,7 @@ func (c *Comparison) summarize(minOK float64) {
 		h.SubjectP50 = median(mapPairs(pt.Rounds, func(p Pair) float64 { return p.Subject.Latency.P50 }))
 		h.BaselineP99 = median(mapPairs(pt.Rounds, func(p Pair) float64 { return p.Baseline.Latency.P99 }))
 		h.SubjectP99 = median(mapPairs(pt.Rounds, func(p Pair) float64 { return p.Subject.Latency.P99 }))
+		h.P50Ratio = median(mapPairs(pt.Rounds, func(p Pair) float64 { return ratio(p.Subject.Latency.P50, p.Baseline.Latency.P50) }))
 		h.P99Ratio = median(mapPairs(pt.Rounds, func(p Pair) float64 { return ratio(p.Subject.Latency.P99, p.Baseline.Latency.P99) }))
 		s.HalfLoad = h
 	}

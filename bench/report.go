@@ -38,12 +38,21 @@ func (g Goal) Verdict(c *Comparison) (met bool, detail string) {
 			"%.0f Redis command per request, at most one round trip", g.RedisPerRequest)
 	}
 	if g.MaxLatencyRatio > 0 {
-		check(s.P50Ratio > 0 && s.P50Ratio <= g.MaxLatencyRatio, "latency ≤ %.1f× %s", g.MaxLatencyRatio, c.Baseline)
+		h := s.HalfLoad
+		check(h != nil && h.P50Ratio > 0 && h.P50Ratio <= g.MaxLatencyRatio, "latency ≤ %.1f× %s %s", g.MaxLatencyRatio, c.Baseline, halfLoadLatency(h))
 	}
 	if g.ReportLatencyRatio {
-		parts = append(parts, fmt.Sprintf("latency %.2f× %s (p50; reported, no target)", s.P50Ratio, c.Baseline))
+		parts = append(parts, fmt.Sprintf("latency vs %s %s, reported, no target", c.Baseline, halfLoadLatency(s.HalfLoad)))
 	}
 	return met, strings.Join(parts, ", ")
+}
+
+// halfLoadLatency describes the latency ratios at the half-load point.
+func halfLoadLatency(h *LoadSummary) string {
+	if h == nil {
+		return "(no open-loop run)"
+	}
+	return fmt.Sprintf("at %.0f%% load (p50 %.2f×, p99 %.2f×)", h.Load*100, h.P50Ratio, h.P99Ratio)
 }
 
 // WriteJSON writes c, indented.
@@ -97,7 +106,7 @@ func WriteTable(w io.Writer, cs []*Comparison) error {
 		}
 		ratio := fmt.Sprintf("%.2f", s.ThroughputRatio)
 		if c.Kind == KindMCP {
-			ratio += fmt.Sprintf(" (p50 %.2f×)", s.P50Ratio)
+			ratio += fmt.Sprintf(" (closed-loop p50 %.2f×)", s.P50Ratio)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.0f vs %.0f | %s | %s vs %s | %s | %s | %s | %s | %s | %s |\n",
 			c.Scenario, c.Baseline, s.SubjectThroughput, s.BaselineThroughput, ratio,

@@ -77,10 +77,14 @@ type Goal struct {
 	MaxHalfLoadP99 float64
 	// RedisPerRequest is the exact number of Redis commands per request.
 	RedisPerRequest float64
-	// MaxLatencyRatio is the most closed-loop p50 ratio to the baseline.
+	// MaxLatencyRatio is the most p50 ratio to the baseline at the
+	// open-loop point nearest 50% load, where both servers are sent the
+	// same arrival rate. A closed loop's latency is not this: with N
+	// workers it is N over the throughput (Little's law), the throughput
+	// ratio restated.
 	MaxLatencyRatio float64
-	// ReportLatencyRatio reports the closed-loop p50 ratio to the
-	// baseline with no target (mcp-bridge: bench/README.md says why).
+	// ReportLatencyRatio reports that ratio with no target (mcp-bridge:
+	// bench/README.md says why).
 	ReportLatencyRatio bool
 }
 
