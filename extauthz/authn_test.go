@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -234,6 +235,25 @@ func TestChallenge(t *testing.T) {
 	} {
 		if got := tc.s.challenge(tc.params); got != tc.want {
 			t.Errorf("challenge(%q) = %s, want %s", tc.params, got, tc.want)
+		}
+	}
+}
+
+// Options handed out by a headerBlock keep their values when the block is
+// full and the next option comes from a new one.
+func TestHeaderBlock(t *testing.T) {
+	block := make(headerBlock, 0, 2)
+	var opts []*corev3.HeaderValueOption
+	for i := range 7 {
+		opts = append(opts, block.option(fmt.Sprint("k", i), fmt.Sprint("v", i), i%2 == 1))
+	}
+	for i, o := range opts {
+		want := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		if i%2 == 1 {
+			want = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+		}
+		if o.GetHeader().GetKey() != fmt.Sprint("k", i) || o.GetHeader().GetValue() != fmt.Sprint("v", i) || o.GetAppendAction() != want {
+			t.Errorf("option %d = %v", i, o)
 		}
 	}
 }

@@ -47,20 +47,31 @@ const (
 
 // okResponse maps an allow onto an OkHttpResponse.
 func (s *Server) okResponse(r *request, d *policy.Decision, decisionID string) *authv3.CheckResponse {
-	ok := &authv3.OkHttpResponse{Headers: make([]*corev3.HeaderValueOption, 0, len(d.Headers)+7)}
-	for _, h := range d.Headers {
-		ok.Headers = append(ok.Headers, headerOption(h.Key, h.Value, h.Append))
-	}
 	id := r.in.Identity
-	for _, h := range [...]struct{ key, val string }{
+	identity := [...]struct{ key, val string }{
 		{HeaderSubject, id.Subject},
 		{HeaderClientID, id.ClientID},
 		{HeaderRoles, strings.Join(id.Roles, ",")},
 		{HeaderScopes, strings.Join(id.Scopes, " ")},
 		{HeaderProvider, id.Provider},
-	} {
+	}
+	n := len(d.Headers)
+	for _, h := range identity {
 		if h.val != "" {
-			ok.Headers = append(ok.Headers, headerOption(h.key, h.val, false))
+			n++
+		}
+	}
+	if s.opts.Signer != nil {
+		n += 2
+	}
+	block := make(headerBlock, 0, n)
+	ok := &authv3.OkHttpResponse{Headers: make([]*corev3.HeaderValueOption, 0, n)}
+	for _, h := range d.Headers {
+		ok.Headers = append(ok.Headers, block.option(h.Key, h.Value, h.Append))
+	}
+	for _, h := range identity {
+		if h.val != "" {
+			ok.Headers = append(ok.Headers, block.option(h.key, h.val, false))
 		}
 	}
 	if s.opts.Signer != nil { // anonymous callers the policy allowed too: the token says the gateway let this call through
@@ -69,8 +80,8 @@ func (s *Server) okResponse(r *request, d *policy.Decision, decisionID string) *
 			method, name = c.Method, c.Name
 		}
 		if tok, err := s.opts.Signer.Token(&r.in.Identity, method, name); err == nil {
-			ok.Headers = append(ok.Headers, headerOption(HeaderIdentity, tok, false),
-				headerOption(HeaderDecisionID, decisionID, false))
+			ok.Headers = append(ok.Headers, block.option(HeaderIdentity, tok, false),
+				block.option(HeaderDecisionID, decisionID, false))
 		}
 	}
 	// Envoy applies headers_to_remove after the headers above: remove only
@@ -109,22 +120,24 @@ func (s *Server) deniedResponse(r *request, d *policy.Decision, decisionID strin
 	if reason == "" {
 		reason = "denied by policy"
 	}
-	var headers []*corev3.HeaderValueOption
+	// The policy's headers, then perhaps a challenge and a content type.
+	block := make(headerBlock, 0, len(d.Headers)+2)
+	headers := make([]*corev3.HeaderValueOption, 0, len(d.Headers)+2)
 	for _, h := range d.Headers {
-		headers = append(headers, headerOption(h.Key, h.Value, h.Append))
+		headers = append(headers, block.option(h.Key, h.Value, h.Append))
 	}
 	switch {
 	case hasHeader(d.Headers, "www-authenticate"):
 		// The policy wrote its own challenge.
 	case status == http.StatusUnauthorized:
-		headers = append(headers, headerOption("www-authenticate", s.challenge(""), false))
+		headers = append(headers, block.option("www-authenticate", s.challenge(""), false))
 	case status == http.StatusForbidden && len(d.Scopes) > 0:
-		headers = append(headers, headerOption("www-authenticate", s.challenge(`error="insufficient_scope", scope=`+quote(strings.Join(d.Scopes, " "))), false))
+		headers = append(headers, block.option("www-authenticate", s.challenge(`error="insufficient_scope", scope=`+quote(strings.Join(d.Scopes, " "))), false))
 	}
 	body := d.Body
 	if body == "" {
 		body = errorBody(mcpID(r), codeForStatus(status), reason)
-		headers = append(headers, headerOption("content-type", "application/json", false))
+		headers = append(headers, block.option("content-type", "application/json", false))
 	}
 	resp := &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(grpcCodeForStatus(status)), Message: reason},
@@ -208,7 +221,25 @@ type headerPair struct {
 }
 
 func headerOption(k, v string, appendValue bool) *corev3.HeaderValueOption {
-	p := &headerPair{}
+	return fillHeader(&headerPair{}, k, v, appendValue)
+}
+
+// headerBlock allocates a response's headers together: one allocation
+// for all the headers a response is known to need, where each took its
+// own. The options handed out point into the block, so it never grows in
+// place: a full block is replaced by a new one and the old stays where the
+// options already handed out point.
+type headerBlock []headerPair
+
+func (b *headerBlock) option(k, v string, appendValue bool) *corev3.HeaderValueOption {
+	if len(*b) == cap(*b) {
+		*b = make(headerBlock, 0, 4)
+	}
+	*b = (*b)[:len(*b)+1]
+	return fillHeader(&(*b)[len(*b)-1], k, v, appendValue)
+}
+
+func fillHeader(p *headerPair, k, v string, appendValue bool) *corev3.HeaderValueOption {
 	p.hdr.Key, p.hdr.Value = k, v
 	p.opt.Header = &p.hdr
 	p.opt.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
