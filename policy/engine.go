@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/portcullis-mcp/portcullis/internal/telemetry"
 )
@@ -57,6 +58,7 @@ type Options struct {
 	MeterProvider metric.MeterProvider
 	// TracerProvider provides the portcullis.policy.eval span; nil uses the
 	// provider of the span in Eval's context, when that span is recording.
+	// A no-op provider turns the span off.
 	TracerProvider trace.TracerProvider
 }
 
@@ -326,7 +328,11 @@ const tracerName = "github.com/portcullis-mcp/portcullis/policy"
 // evaluation starts no spans of its own.
 func (e *Engine) startSpan(ctx context.Context) trace.Span {
 	tp := e.opts.TracerProvider
-	if tp == nil {
+	switch tp.(type) {
+	case tracenoop.TracerProvider, *tracenoop.TracerProvider:
+		// Starting a no-op span still allocates a context per Check.
+		return nil
+	case nil:
 		parent := trace.SpanFromContext(ctx)
 		if !parent.IsRecording() {
 			return nil

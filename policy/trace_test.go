@@ -8,6 +8,8 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/portcullis-mcp/portcullis/policy"
 )
@@ -47,5 +49,37 @@ func TestEvalSpan(t *testing.T) {
 				t.Error("input value in a span attribute")
 			}
 		}
+	}
+}
+
+// A no-op provider turns the span off: no span, even under a recording
+// parent, and no allocation for it.
+func TestEvalSpanNoop(t *testing.T) {
+	dir := t.TempDir()
+	rego := "package mcp.authz\n\ndecision := {\"allowed\": input.mcp.tool == \"ok\"}\n"
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(rego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := tracetest.NewSpanRecorder()
+	ctx, parent := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test").Start(context.Background(), "parent")
+	in := &policy.Input{MCP: &policy.MCP{Method: "tools/call", Name: "ok", Tool: "ok"}}
+	allocs := map[string]float64{}
+	for name, tp := range map[string]trace.TracerProvider{"noop": tracenoop.NewTracerProvider(), "nil": nil} {
+		e, err := policy.New(context.Background(), &policy.Options{Paths: []string{dir}, TracerProvider: tp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		octx := ctx
+		if name == "nil" {
+			octx = context.Background() // no recording parent: no span either
+		}
+		allocs[name] = testing.AllocsPerRun(100, func() { _, _ = e.Eval(octx, in) })
+	}
+	parent.End()
+	if n := len(rec.Ended()); n != 1 {
+		t.Errorf("%d spans ended, want only the parent", n)
+	}
+	if allocs["noop"] != allocs["nil"] {
+		t.Errorf("Eval allocates %.0f times with a no-op provider, %.0f with none", allocs["noop"], allocs["nil"])
 	}
 }
