@@ -212,6 +212,8 @@ func TestQuote(t *testing.T) {
 		`C:\path\`:            `"C:\\path\\"`,
 		`\"`:                  `"\\\""`,
 		"ünïcödé":             `"ünïcödé"`,
+		"a\r\nSet-Cookie: x":  `"a  Set-Cookie: x"`,
+		"tab\there\x00\x7f":   "\"tab\there  \"",
 	} {
 		if got := quote(in); got != want {
 			t.Errorf("quote(%q) = %s, want %s", in, got, want)

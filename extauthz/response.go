@@ -197,18 +197,24 @@ func hasHeader(hs []policy.Header, key string) bool {
 	return false
 }
 
-// quote writes s as an RFC 9110 quoted-string, escaping backslashes and
-// double quotes. It runs on every denial with a challenge: one allocation,
-// where a strings.Replacer built per call cost a few KiB.
+// quote writes s as an RFC 9110 quoted-string: backslashes and double
+// quotes escaped, and control characters, which a quoted-string cannot
+// hold and which would end a header value early, written as spaces. It
+// runs on every denial with a challenge, in one allocation.
 func quote(s string) string {
 	var b strings.Builder
 	b.Grow(len(s) + 2 + strings.Count(s, `\`) + strings.Count(s, `"`))
 	b.WriteByte('"')
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '\\' || c == '"' {
+		switch c := s[i]; {
+		case c == '\\' || c == '"':
 			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 && c != '\t' || c == 0x7f:
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(c)
 		}
-		b.WriteByte(s[i])
 	}
 	b.WriteByte('"')
 	return b.String()
