@@ -203,7 +203,7 @@ func hasHeader(hs []policy.Header, key string) bool {
 // runs on every denial with a challenge, in one allocation.
 func quote(s string) string {
 	var b strings.Builder
-	b.Grow(len(s) + 2 + strings.Count(s, `\`) + strings.Count(s, `"`))
+	b.Grow(len(s) + 2)
 	b.WriteByte('"')
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {

@@ -17,7 +17,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
-	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/portcullis-mcp/portcullis/internal/telemetry"
 )
@@ -328,16 +327,15 @@ const tracerName = "github.com/portcullis-mcp/portcullis/policy"
 // evaluation starts no spans of its own.
 func (e *Engine) startSpan(ctx context.Context) trace.Span {
 	tp := e.opts.TracerProvider
-	switch tp.(type) {
-	case tracenoop.TracerProvider, *tracenoop.TracerProvider:
-		// Starting a no-op span still allocates a context per Check.
-		return nil
-	case nil:
+	switch {
+	case tp == nil:
 		parent := trace.SpanFromContext(ctx)
 		if !parent.IsRecording() {
 			return nil
 		}
 		tp = parent.TracerProvider()
+	case !telemetry.RecordsSpans(tp):
+		return nil // a no-op span still costs a context per Check
 	}
 	_, span := tp.Tracer(tracerName).Start(ctx, "portcullis.policy.eval", trace.WithSpanKind(trace.SpanKindInternal))
 	if !span.IsRecording() {

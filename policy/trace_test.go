@@ -14,12 +14,18 @@ import (
 	"github.com/portcullis-mcp/portcullis/policy"
 )
 
-func TestEvalSpan(t *testing.T) {
+// policyDir writes one Rego module into a new directory and returns it.
+func policyDir(t *testing.T, rego string) string {
+	t.Helper()
 	dir := t.TempDir()
-	rego := "package mcp.authz\n\ndecision := {\"allowed\": input.mcp.tool == \"ok\", \"reason\": \"r\"}\n"
 	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(rego), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+func TestEvalSpan(t *testing.T) {
+	dir := policyDir(t, "package mcp.authz\n\ndecision := {\"allowed\": input.mcp.tool == \"ok\", \"reason\": \"r\"}\n")
 	rec := tracetest.NewSpanRecorder()
 	e, err := policy.New(context.Background(), &policy.Options{Paths: []string{dir},
 		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))})
@@ -55,11 +61,7 @@ func TestEvalSpan(t *testing.T) {
 // A no-op provider turns the span off: no span, even under a recording
 // parent, and no allocation for it.
 func TestEvalSpanNoop(t *testing.T) {
-	dir := t.TempDir()
-	rego := "package mcp.authz\n\ndecision := {\"allowed\": input.mcp.tool == \"ok\"}\n"
-	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(rego), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := policyDir(t, "package mcp.authz\n\ndecision := {\"allowed\": input.mcp.tool == \"ok\"}\n")
 	rec := tracetest.NewSpanRecorder()
 	ctx, parent := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test").Start(context.Background(), "parent")
 	in := &policy.Input{MCP: &policy.MCP{Method: "tools/call", Name: "ok", Tool: "ok"}}

@@ -133,7 +133,7 @@ func NewGRPCServerHandler(opts *GRPCServerOptions) *GRPCServerHandler {
 // and a propagator (W3C trace context when prop is nil).
 func serverInstruments(tp trace.TracerProvider, mp metric.MeterProvider, prop propagation.TextMapPropagator) (trace.Tracer, metric.Meter, propagation.TextMapPropagator) {
 	var tracer trace.Tracer
-	if recordsSpans(tp) {
+	if RecordsSpans(tp) {
 		tracer = tp.Tracer(serverScope, trace.WithSchemaURL(semconv.SchemaURL))
 	}
 	if mp == nil {
@@ -145,9 +145,9 @@ func serverInstruments(tp trace.TracerProvider, mp metric.MeterProvider, prop pr
 	return tracer, mp.Meter(serverScope, metric.WithSchemaURL(semconv.SchemaURL)), prop
 }
 
-// recordsSpans reports whether tp may record spans: it is neither nil nor
+// RecordsSpans reports whether tp may record spans: it is neither nil nor
 // a no-op provider.
-func recordsSpans(tp trace.TracerProvider) bool {
+func RecordsSpans(tp trace.TracerProvider) bool {
 	switch tp.(type) {
 	case nil, tracenoop.TracerProvider, *tracenoop.TracerProvider:
 		return false
