@@ -1,5 +1,7 @@
 package policy
 
+import "strings"
+
 // Decision is what the policy decided about one request, in the terms of
 // DESIGN.md's decision contract. The zero Decision denies.
 type Decision struct {
@@ -47,4 +49,75 @@ type Header struct {
 type QueryParameter struct {
 	Key   string
 	Value string
+}
+
+// detached returns d with every string copied, for the decision cache. A
+// policy can return strings of its input (a tool name, a header), and the
+// input's strings can be parts of a larger allocation (the extauthz codec
+// makes every string of a CheckRequest a part of one); a cached decision
+// holding one would keep that whole request in memory for as long as the
+// entry lives.
+func (d Decision) detached() Decision {
+	d.Reason, d.Body = strings.Clone(d.Reason), strings.Clone(d.Body)
+	d.Headers = cloneHeaders(d.Headers)
+	d.ResponseHeadersToAdd = cloneHeaders(d.ResponseHeadersToAdd)
+	d.RequestHeadersToRemove = cloneStrings(d.RequestHeadersToRemove)
+	d.QueryParametersToRemove = cloneStrings(d.QueryParametersToRemove)
+	d.Scopes = cloneStrings(d.Scopes)
+	if d.QueryParametersToSet != nil {
+		qs := make([]QueryParameter, len(d.QueryParametersToSet))
+		for i, q := range d.QueryParametersToSet {
+			qs[i] = QueryParameter{Key: strings.Clone(q.Key), Value: strings.Clone(q.Value)}
+		}
+		d.QueryParametersToSet = qs
+	}
+	if d.DynamicMetadata != nil {
+		d.DynamicMetadata = cloneValue(d.DynamicMetadata).(map[string]any)
+	}
+	return d
+}
+
+func cloneHeaders(hs []Header) []Header {
+	if hs == nil {
+		return nil
+	}
+	out := make([]Header, len(hs))
+	for i, h := range hs {
+		out[i] = Header{Key: strings.Clone(h.Key), Value: strings.Clone(h.Value), Append: h.Append}
+	}
+	return out
+}
+
+func cloneStrings(ss []string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.Clone(s)
+	}
+	return out
+}
+
+// cloneValue deep-copies a JSON-like value: maps, arrays and strings are
+// copied, other values (numbers, booleans, nil) are kept.
+func cloneValue(v any) any {
+	switch v := v.(type) {
+	case string:
+		return strings.Clone(v)
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[strings.Clone(k)] = cloneValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = cloneValue(e)
+		}
+		return out
+	default:
+		return v
+	}
 }

@@ -290,7 +290,7 @@ func (e *Engine) Eval(ctx context.Context, in *Input) (d Decision, err error) {
 	if err != nil {
 		err = fmt.Errorf("evaluate %s: %w", e.query, err)
 	} else if c.cache != nil {
-		c.cache.Put(key, d)
+		c.cache.Put(key, d.detached())
 	}
 	if e.opts.DryRun {
 		return e.dryRun(in, d, err), nil
