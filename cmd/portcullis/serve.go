@@ -161,7 +161,9 @@ func serveWith(ctx context.Context, cfg *config.Config, logger, audit *slog.Logg
 		return err
 	}
 
-	opts := append(grpcopts.Server(), grpc.MaxRecvMsgSize(maxCheckRequest(cfg)))
+	// The codec is how this server reads its messages, not a transport
+	// option: the benchmark's null server keeps generated code's.
+	opts := append(grpcopts.Server(), grpc.MaxRecvMsgSize(maxCheckRequest(cfg)), grpc.ForceServerCodecV2(extauthz.Codec()))
 	if cfg.GRPC.TLS.CertFile != "" {
 		tc, err := serverTLS(cfg)
 		if err != nil {
