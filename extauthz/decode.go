@@ -193,6 +193,12 @@ func (f field) message() (wire, bool) { return f.sub, f.typ == bytesType }
 
 func (f field) varint() (uint64, bool) { return f.v, f.typ == varintType }
 
+// Each reader below spells out the same loop over its message's fields
+// rather than passing its switch to a shared walker as a closure: the
+// closure calls made decoding an Envoy request 10% slower (3.3 → 3.7 µs,
+// BenchmarkDecodeCheckRequest, alternated), and a range-over-func iterator
+// was no faster.
+
 func (blk *checkBlock) attributes(f field, a *authv3.AttributeContext) bool {
 	w, ok := f.message()
 	for ok && !w.done() {

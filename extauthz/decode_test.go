@@ -171,7 +171,7 @@ func TestDecodeCheckRequestGivesUp(t *testing.T) {
 // TestCodecOtherMessages: messages other than CheckRequest go through the
 // standard codec both ways.
 func TestCodecOtherMessages(t *testing.T) {
-	in := &authv3.CheckResponse{Status: nil, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+	in := &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 		HeadersToRemove: []string{"authorization"},
 	}}}
 	c := Codec()

@@ -59,42 +59,33 @@ type QueryParameter struct {
 // entry lives.
 func (d Decision) detached() Decision {
 	d.Reason, d.Body = strings.Clone(d.Reason), strings.Clone(d.Body)
-	d.Headers = cloneHeaders(d.Headers)
-	d.ResponseHeadersToAdd = cloneHeaders(d.ResponseHeadersToAdd)
-	d.RequestHeadersToRemove = cloneStrings(d.RequestHeadersToRemove)
-	d.QueryParametersToRemove = cloneStrings(d.QueryParametersToRemove)
-	d.Scopes = cloneStrings(d.Scopes)
-	if d.QueryParametersToSet != nil {
-		qs := make([]QueryParameter, len(d.QueryParametersToSet))
-		for i, q := range d.QueryParametersToSet {
-			qs[i] = QueryParameter{Key: strings.Clone(q.Key), Value: strings.Clone(q.Value)}
-		}
-		d.QueryParametersToSet = qs
-	}
+	d.Headers = cloneEach(d.Headers, cloneHeader)
+	d.ResponseHeadersToAdd = cloneEach(d.ResponseHeadersToAdd, cloneHeader)
+	d.RequestHeadersToRemove = cloneEach(d.RequestHeadersToRemove, strings.Clone)
+	d.QueryParametersToRemove = cloneEach(d.QueryParametersToRemove, strings.Clone)
+	d.Scopes = cloneEach(d.Scopes, strings.Clone)
+	d.QueryParametersToSet = cloneEach(d.QueryParametersToSet, func(q QueryParameter) QueryParameter {
+		return QueryParameter{Key: strings.Clone(q.Key), Value: strings.Clone(q.Value)}
+	})
 	if d.DynamicMetadata != nil {
 		d.DynamicMetadata = cloneValue(d.DynamicMetadata).(map[string]any)
 	}
 	return d
 }
 
-func cloneHeaders(hs []Header) []Header {
-	if hs == nil {
-		return nil
-	}
-	out := make([]Header, len(hs))
-	for i, h := range hs {
-		out[i] = Header{Key: strings.Clone(h.Key), Value: strings.Clone(h.Value), Append: h.Append}
-	}
-	return out
+func cloneHeader(h Header) Header {
+	return Header{Key: strings.Clone(h.Key), Value: strings.Clone(h.Value), Append: h.Append}
 }
 
-func cloneStrings(ss []string) []string {
-	if ss == nil {
+// cloneEach returns a new slice of clone applied to each element; nil
+// stays nil.
+func cloneEach[T any](s []T, clone func(T) T) []T {
+	if s == nil {
 		return nil
 	}
-	out := make([]string, len(ss))
-	for i, s := range ss {
-		out[i] = strings.Clone(s)
+	out := make([]T, len(s))
+	for i, v := range s {
+		out[i] = clone(v)
 	}
 	return out
 }
