@@ -126,10 +126,12 @@ type Summary struct {
 	HalfLoad *LoadSummary `json:"half_load,omitempty"`
 	// RedisPerRequest is the subject's Redis commands per request (those
 	// run by scripts included), RedisScriptsPerRequest its EVALSHAs and
-	// RedisRoundTrips its round trips (see [RedisUsage]).
+	// RedisRoundTrips its round trips, RedisCPUPerReq Redis's CPU per
+	// request in µs (see [RedisUsage]).
 	RedisPerRequest        float64          `json:"redis_commands_per_request,omitempty"`
 	RedisScriptsPerRequest float64          `json:"redis_scripts_per_request,omitempty"`
 	RedisRoundTrips        float64          `json:"redis_round_trips_per_request,omitempty"`
+	RedisCPUPerReq         float64          `json:"redis_cpu_per_request_us,omitempty"`
 	RedisCommands          map[string]int64 `json:"redis_commands,omitempty"`
 }
 
@@ -307,6 +309,7 @@ func (c *Comparison) summarize(minOK float64) {
 		s.RedisPerRequest = median(mapPairs(c.Closed, func(p Pair) float64 { return p.Subject.Redis.PerRequest }))
 		s.RedisScriptsPerRequest = median(mapPairs(c.Closed, func(p Pair) float64 { return p.Subject.Redis.ScriptsPerRequest }))
 		s.RedisRoundTrips = median(mapPairs(c.Closed, func(p Pair) float64 { return p.Subject.Redis.ReadsPerRequest }))
+		s.RedisCPUPerReq = median(mapPairs(c.Closed, func(p Pair) float64 { return p.Subject.Redis.CPUPerRequest }))
 		s.RedisCommands = c.Closed[len(c.Closed)-1].Subject.Redis.ByCommand
 	}
 	best := -1
@@ -379,7 +382,7 @@ func (r *Result) Line() string {
 		fmt.Fprintf(&b, "  cpu %.2fs (%.1fµs/req)  rss %s", r.Server.CPUSeconds, r.Server.CPUPerRequest, mib(r.Server.PeakRSSBytes))
 	}
 	if r.Redis != nil {
-		fmt.Fprintf(&b, "  redis %.2f cmd/req (%.2f scripts, %.2f round trips)", r.Redis.PerRequest, r.Redis.ScriptsPerRequest, r.Redis.ReadsPerRequest)
+		fmt.Fprintf(&b, "  redis %.2f cmd/req (%.2f scripts, %.2f round trips), cpu %.2fs (%.1fµs/req)", r.Redis.PerRequest, r.Redis.ScriptsPerRequest, r.Redis.ReadsPerRequest, r.Redis.CPUSeconds, r.Redis.CPUPerRequest)
 	}
 	return b.String()
 }

@@ -193,17 +193,19 @@ func TestParseProc(t *testing.T) {
 
 func TestParseCommandStats(t *testing.T) {
 	info := "# Commandstats\r\ncmdstat_evalsha:calls=12,usec=30,usec_per_call=2.50,rejected_calls=0,failed_calls=0\r\n" +
-		"cmdstat_client|setinfo:calls=2,usec=1\r\n# Stats\r\ntotal_reads_processed:99\r\n"
+		"cmdstat_client|setinfo:calls=2,usec=1\r\n# Stats\r\ntotal_reads_processed:99\r\n" +
+		"# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.250001\r\nused_cpu_sys_children:9.000000\r\n"
 	got := parseCommandStats(info)
-	if got["evalsha"] != 12 || got["client|setinfo"] != 2 || got[readsKey] != 99 || len(got) != 3 {
+	if got["evalsha"] != 12 || got["client|setinfo"] != 2 || got[readsKey] != 99 || got[cpuKey] != 1_750_001 || len(got) != 4 {
 		t.Errorf("parsed %v", got)
 	}
-	m := &RedisMeter{begin: map[string]int64{"evalsha": 2, "info": 5, readsKey: 10},
-		end: map[string]int64{"evalsha": 12, "get": 20, "info": 6, readsKey: 21}}
+	m := &RedisMeter{begin: map[string]int64{"evalsha": 2, "info": 5, readsKey: 10, cpuKey: 1_000_000},
+		end: map[string]int64{"evalsha": 12, "get": 20, "info": 6, readsKey: 21, cpuKey: 1_000_250}}
 	r := &Result{Requests: 10}
 	m.Report(r)
 	u := r.Redis
-	if u.Commands != 30 || u.Scripts != 10 || u.ScriptsPerRequest != 1 || u.Reads != 10 || u.ReadsPerRequest != 1 || u.PerRequest != 3 {
+	if u.Commands != 30 || u.Scripts != 10 || u.ScriptsPerRequest != 1 || u.Reads != 10 || u.ReadsPerRequest != 1 || u.PerRequest != 3 ||
+		u.CPUPerRequest != 25 || u.ByCommand[cpuKey] != 0 {
 		t.Errorf("usage %+v", u)
 	}
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,12 @@ type RedisUsage struct {
 	ReadsPerRequest float64 `json:"round_trips_per_request"`
 	// ByCommand breaks Commands down by name ("evalsha", "get").
 	ByCommand map[string]int64 `json:"by_command"`
+	// CPUSeconds is the server's CPU time (INFO cpu: used_cpu_user +
+	// used_cpu_sys, all its threads), and CPUPerRequest that in µs over
+	// the requests answered: Redis shares the machine's cores with the
+	// server measured and the generator.
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	CPUPerRequest float64 `json:"cpu_per_request_us"`
 }
 
 // RedisMeter is a [Meter] of the commands a Redis server executes. Redis
@@ -66,7 +73,7 @@ func (m *RedisMeter) Report(r *Result) {
 	u := &RedisUsage{ByCommand: map[string]int64{}}
 	for name, n := range m.end {
 		d := n - m.begin[name]
-		if d <= 0 || name == "info" || name == readsKey { // the meter's own
+		if d <= 0 || name == "info" || name == readsKey || name == cpuKey { // the meter's own, or not a command
 			continue
 		}
 		u.ByCommand[name] = d
@@ -78,7 +85,9 @@ func (m *RedisMeter) Report(r *Result) {
 	}
 	// The INFO that took the first sample was read between the samples.
 	u.Reads = max(0, m.end[readsKey]-m.begin[readsKey]-1)
+	u.CPUSeconds = max(0, float64(m.end[cpuKey]-m.begin[cpuKey])/1e6)
 	if n := r.Requests + r.Errors; n > 0 {
+		u.CPUPerRequest = u.CPUSeconds * 1e6 / float64(n)
 		u.PerRequest = float64(u.Commands) / float64(n)
 		u.ScriptsPerRequest = float64(u.Scripts) / float64(n)
 		u.ReadsPerRequest = float64(u.Reads) / float64(n)
@@ -86,15 +95,19 @@ func (m *RedisMeter) Report(r *Result) {
 	r.Redis = u
 }
 
-// readsKey holds total_reads_processed among the command counts.
-const readsKey = "#reads"
+// readsKey holds total_reads_processed among the command counts, cpuKey
+// the server's CPU time in µs.
+const (
+	readsKey = "#reads"
+	cpuKey   = "#cpu"
+)
 
 // commandStats returns the calls of every command Redis has run, and the
 // read events it processed under readsKey.
 func commandStats(c *redis.Client) (map[string]int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	info, err := c.Info(ctx, "commandstats", "stats").Result()
+	info, err := c.Info(ctx, "commandstats", "stats", "cpu").Result()
 	if err != nil {
 		return nil, err
 	}
@@ -102,13 +115,20 @@ func commandStats(c *redis.Client) (map[string]int64, error) {
 }
 
 // parseCommandStats reads lines such as
-// "cmdstat_evalsha:calls=12,usec=30,usec_per_call=2.50,...".
+// "cmdstat_evalsha:calls=12,usec=30,usec_per_call=2.50,...", and
+// "used_cpu_user:1.234567" and "used_cpu_sys:…" (seconds) into cpuKey.
 func parseCommandStats(info string) map[string]int64 {
 	out := map[string]int64{}
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
 		name, fields, ok := strings.Cut(strings.TrimSpace(sc.Text()), ":")
 		if !ok {
+			continue
+		}
+		if name == "used_cpu_user" || name == "used_cpu_sys" {
+			if v, err := strconv.ParseFloat(fields, 64); err == nil {
+				out[cpuKey] += int64(math.Round(v * 1e6))
+			}
 			continue
 		}
 		if name == "total_reads_processed" {

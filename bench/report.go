@@ -99,6 +99,9 @@ func WriteTable(w io.Writer, cs []*Comparison) error {
 		if s.RedisPerRequest > 0 {
 			redisCmds = fmt.Sprintf("%.2f round trips (%.2f EVALSHA; %.2f counting commands run by the script)",
 				s.RedisRoundTrips, s.RedisScriptsPerRequest, s.RedisPerRequest)
+			if s.RedisCPUPerReq > 0 {
+				redisCmds += fmt.Sprintf(", Redis CPU %.0fµs", s.RedisCPUPerReq)
+			}
 		}
 		goal := "—"
 		if sc, err := FindScenario(c.Scenario); err == nil && sc.Goal != (Goal{}) {
