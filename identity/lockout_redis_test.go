@@ -4,27 +4,35 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis-mcp/portcullis/ratelimit/ratelimittest"
 )
 
 // TestRedisLockoutShared runs two authenticators (two replicas) on one
-// Redis: failures on either count toward one block.
+// Redis, a single node and a cluster: failures on either count toward one
+// block.
 func TestRedisLockoutShared(t *testing.T) {
+	t.Run("node", func(t *testing.T) { testRedisLockoutShared(t, ratelimittest.Redis(t)) })
+	t.Run("cluster", func(t *testing.T) {
+		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: ratelimittest.Cluster(t), ContextTimeoutEnabled: true, MaxRetries: -1})
+		t.Cleanup(func() { _ = client.Close() })
+		testRedisLockoutShared(t, client)
+	})
+}
+
+func testRedisLockoutShared(t *testing.T, client redis.UniversalClient) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client := ratelimittest.Redis(t)
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	prefix := "portcullis:test:lockout:" + hex.EncodeToString(b[:]) + ":"
-	t.Cleanup(func() {
-		keys, _ := client.Keys(context.Background(), prefix+"*").Result()
-		if len(keys) > 0 {
-			client.Del(context.Background(), keys...)
-		}
-	})
+	t.Cleanup(func() { _ = ratelimittest.DeletePrefix(context.Background(), client, prefix) })
+	var found atomic.Int64
 	replica := func() *Authenticator {
 		return NewAuthenticator(&Options{
 			Providers: []Provider{headerProvider("pa", "a", "alice")},
@@ -61,13 +69,27 @@ func TestRedisLockoutShared(t *testing.T) {
 	if err := try(r1, "alice"); !locked(err) {
 		t.Fatalf("r1 after its own failure: %v, want locked out", err)
 	}
-	keys, err := client.Keys(ctx, prefix+"*").Result()
+	// Every key expires: on a cluster, look on every master.
+	check := func(ctx context.Context, c redis.Cmdable) error {
+		keys, err := c.Keys(ctx, prefix+"*").Result()
+		for _, k := range keys {
+			if ttl := c.PTTL(ctx, k).Val(); ttl <= 0 {
+				t.Errorf("key %s has no TTL (%v)", k, ttl)
+			}
+		}
+		found.Add(int64(len(keys)))
+		return err
+	}
+	var err error
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return check(ctx, c) })
+	} else {
+		err = check(ctx, client)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range keys {
-		if ttl := client.PTTL(ctx, k).Val(); ttl <= 0 {
-			t.Errorf("key %s has no TTL (%v)", k, ttl)
-		}
+	if found.Load() == 0 {
+		t.Error("no lockout key in Redis")
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -610,59 +609,103 @@ func TestRedisRing(t *testing.T) {
 	}
 }
 
-// TestRedisCluster runs against a Redis Cluster when REDIS_CLUSTER_ADDRS
-// (comma-separated) is set: a request spanning slots runs one script per
-// slot.
+// TestRedisCluster runs against a Redis Cluster (ratelimittest.Cluster: a
+// private one of three masters, or REDIS_CLUSTER_ADDRS), alone and through
+// the pipeline workers Run starts: a request spanning slots runs one
+// script per slot; within a slot, a subject's hits are decided together,
+// so a request one of them rejects counts none of them.
 func TestRedisCluster(t *testing.T) {
-	addrs := clusterAddrs()
-	if len(addrs) == 0 {
-		t.Skip("set REDIS_CLUSTER_ADDRS to test against a Redis Cluster")
-	}
-	ctx := storeTestContext(t)
-	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true, MaxRetries: -1})
-	t.Cleanup(func() { _ = client.Close() })
-	if err := client.Ping(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("portcullis:test:cluster:%d:", time.Now().UnixNano())
-	t.Cleanup(func() { _ = ratelimittest.DeletePrefix(context.Background(), client, prefix) })
-	var trips tripCounter
-	client.AddHook(&trips)
-	s := newTestRedisStore(t, RedisOptions{Client: client, Prefix: prefix})
-	l := perMinute(2, FixedWindow)
-	g := &Limit{Requests: 2, Window: time.Minute, Algorithm: GCRA, Burst: 2}
-	sl := perMinute(2, SlidingWindow)
-	var hits []Hit
-	slots := map[uint16]bool{}
-	for _, who := range []string{"alice", "bob", "carol", "dave"} {
-		hits = append(hits,
-			Hit{Key: "d|k=" + who + "|x", Limit: l, Hits: 1},
-			Hit{Key: "d|k=" + who + "|t=1|g", Limit: g, Hits: 1},
-			Hit{Key: "d|k=" + who + "|t=2|s", Limit: sl, Hits: 1})
-		slots[keySlot(prefix+"{d|k="+who+"}")] = true
-	}
-	for i, wantOver := range []bool{false, false, true} {
-		trips.n.Store(0)
-		out, err := s.Take(ctx, hits)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for j, o := range out {
-			if o.OverLimit != wantOver {
-				t.Errorf("take %d hit %d: %+v, want over %v", i, j, o, wantOver)
+	addrs := ratelimittest.Cluster(t)
+	for _, pipelined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelined=%v", pipelined), func(t *testing.T) {
+			ctx := storeTestContext(t)
+			client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true, MaxRetries: -1})
+			t.Cleanup(func() { _ = client.Close() })
+			if err := client.Ping(ctx).Err(); err != nil {
+				t.Fatal(err)
 			}
-		}
-		// The first take may find a node without the script (EVALSHA,
-		// then EVAL).
-		if n := trips.n.Load(); n != int64(len(slots)) && (i > 0 || n > 2*int64(len(slots))) {
-			t.Errorf("take %d: %d round trips, want one per slot (%d)", i, n, len(slots))
-		}
-	}
-	if err := client.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		checkAllExpire(t, c, prefix)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+			prefix := fmt.Sprintf("portcullis:test:cluster:%d:", time.Now().UnixNano())
+			t.Cleanup(func() { _ = ratelimittest.DeletePrefix(context.Background(), client, prefix) })
+			var trips tripCounter
+			client.AddHook(&trips)
+			s := newTestRedisStore(t, RedisOptions{Client: client, Prefix: prefix, OverLimitCacheSize: -1})
+			if s.route != routeSlot {
+				t.Fatalf("route %v, want one script per slot", s.route)
+			}
+			if pipelined {
+				runStore(t, s)
+			}
+			l := perMinute(2, FixedWindow)
+			g := &Limit{Requests: 2, Window: time.Minute, Algorithm: GCRA, Burst: 2}
+			sl := perMinute(2, SlidingWindow)
+			var hits []Hit
+			slots, nodes := map[uint16]bool{}, map[string]bool{}
+			for _, who := range []string{"alice", "bob", "carol", "dave"} {
+				hits = append(hits,
+					Hit{Key: "d|k=" + who + "|x", Limit: l, Hits: 1},
+					Hit{Key: "d|k=" + who + "|t=1|g", Limit: g, Hits: 1},
+					Hit{Key: "d|k=" + who + "|t=2|s", Limit: sl, Hits: 1})
+				key := prefix + "{d|k=" + who + "}"
+				slots[keySlot(key)] = true
+				if n, err := client.MasterForKey(ctx, key); err == nil {
+					nodes[n.Options().Addr] = true
+				}
+			}
+			if len(slots) < 2 {
+				t.Fatalf("the four subjects share one slot: nothing spans slots")
+			}
+			for i, wantOver := range []bool{false, false, true} {
+				trips.n.Store(0)
+				out, err := s.Take(ctx, hits)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for j, o := range out {
+					if o.OverLimit != wantOver {
+						t.Errorf("take %d hit %d: %+v, want over %v", i, j, o, wantOver)
+					}
+				}
+				// The first take may find a node without the script
+				// (EVALSHA, then EVAL).
+				if n := trips.n.Load(); n != int64(len(slots)) && (i > 0 || n > 2*int64(len(slots))) {
+					t.Errorf("take %d: %d scripts, want one per slot (%d)", i, n, len(slots))
+				}
+			}
+
+			// One slot, all or nothing: erin's per-tool limit (1) rejects
+			// her second request, so its per-subject hit is not counted,
+			// and her per-subject limit (2) still admits one more.
+			erin := func(hits ...Hit) []Outcome {
+				t.Helper()
+				out, err := s.Take(ctx, hits)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+			subject := Hit{Key: "d|k=erin|x", Limit: l, Hits: 1}
+			tool := Hit{Key: "d|k=erin|t=1|x", Limit: perMinute(1, FixedWindow), Hits: 1}
+			if out := erin(subject, tool); out[0].OverLimit || out[1].OverLimit {
+				t.Fatalf("erin's first request: %+v, want admitted", out)
+			}
+			// A rejected request reports what is left now: 1, not counted.
+			if out := erin(subject, tool); out[0].OverLimit || !out[1].OverLimit || out[0].Remaining != 1 {
+				t.Fatalf("erin's second request: %+v, want the tool hit over and the subject hit uncounted (1 remaining)", out)
+			}
+			if out := erin(subject); out[0].OverLimit {
+				t.Errorf("erin's third request, subject only: %+v; the rejected request used up her quota", out)
+			}
+			if out := erin(subject); !out[0].OverLimit {
+				t.Errorf("erin's fourth request, subject only: %+v, want over (2 counted)", out)
+			}
+			if err := client.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+				checkAllExpire(t, c, prefix)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("4 subjects on %d slots of %d nodes", len(slots), len(nodes))
+		})
 	}
 }
 
@@ -738,14 +781,6 @@ func TestRedisCommandsPerRequest(t *testing.T) {
 		t.Logf("attempt %d: other commands during the measurement: %v", attempt+1, got)
 	}
 	t.Errorf("commands for %d requests: %v, want %v", N, got, want)
-}
-
-func clusterAddrs() []string {
-	v := strings.TrimSpace(os.Getenv("REDIS_CLUSTER_ADDRS"))
-	if v == "" {
-		return nil
-	}
-	return strings.Split(v, ",")
 }
 
 // TestRedisCachedAllocs is the allocation ceiling of a request answered

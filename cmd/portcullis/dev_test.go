@@ -16,11 +16,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis-mcp/portcullis/ratelimit/ratelimittest"
 )
@@ -224,6 +226,29 @@ func TestDevFullChainRedis(t *testing.T) {
 		keys, err := rdb.Keys(context.Background(), "*"+subject+"*").Result()
 		if err != nil || len(keys) == 0 {
 			t.Errorf("no Redis key for %s (%v): the limits were not counted in Redis", subject, err)
+		}
+	})
+}
+
+// TestDevFullChainRedisCluster runs the chain on a Redis Cluster
+// (ratelimit.redis.cluster_addrs, a private one of three masters): the
+// same answers as on one node, and the caller's limits counted on the
+// cluster's masters.
+func TestDevFullChainRedisCluster(t *testing.T) {
+	addrs := ratelimittest.Cluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { _ = rdb.Close() })
+	c := startChain(t, "ratelimit:\n  backend: redis\n  redis: { cluster_addrs: [\""+strings.Join(addrs, "\", \"")+"\"] }\n")
+	testFullChain(t, c, func(subject string) {
+		ctx := context.Background()
+		var n atomic.Int64
+		err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			keys, err := m.Keys(ctx, "*"+subject+"*").Result()
+			n.Add(int64(len(keys)))
+			return err
+		})
+		if err != nil || n.Load() == 0 {
+			t.Errorf("no key for %s on the cluster's masters (%v): the limits were not counted in Redis", subject, err)
 		}
 	})
 }

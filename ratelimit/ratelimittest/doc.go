@@ -1,7 +1,8 @@
 // Package ratelimittest provides helpers for tests of rate limit stores and
 // of the packages that use them: a connection to a real Redis ([Redis],
-// [RedisAt], [RedisPrefix]), a loopback TCP [Proxy] whose link can be cut to
-// simulate a hung Redis, and a fake [Clock].
+// [RedisAt], [RedisPrefix]), a private Redis Cluster ([Cluster]), a loopback
+// TCP [Proxy] whose link can be cut to simulate a hung Redis, and a fake
+// [Clock].
 //
 // # Redis
 //
@@ -16,4 +17,12 @@
 //		store, err := ratelimit.NewRedisStore(&ratelimit.RedisOptions{Client: client, Prefix: prefix})
 //		// ...
 //	}
+//
+// # Redis Cluster
+//
+// [Cluster] returns the addresses of REDIS_CLUSTER_ADDRS, or starts three
+// redis-server processes from PATH in cluster mode on free loopback
+// ports, splits the slots between them and waits until they agree. Each
+// call makes its own cluster (about two seconds), stopped when the test
+// ends; pass the addresses to redis.NewClusterClient.
 package ratelimittest
