@@ -151,6 +151,9 @@ func WriteChart(w io.Writer, c *Comparison) error {
 		fmt.Sprintf("max throughput ratio %.2f", sm.ThroughputRatio),
 		fmt.Sprintf("closed p99: %s vs %s", us(sm.SubjectP99), us(sm.BaselineP99)),
 	}
+	if sm.MachineCPURatio > 0 {
+		notes = append(notes, fmt.Sprintf("machine CPU/request ratio %.2f", sm.MachineCPURatio))
+	}
 	if sm.HalfLoad != nil {
 		notes = append(notes, fmt.Sprintf("p99 at %.0f%%: %s vs %s", sm.HalfLoad.Load*100, us(sm.HalfLoad.SubjectP99), us(sm.HalfLoad.BaselineP99)))
 	}

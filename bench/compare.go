@@ -121,6 +121,15 @@ type Summary struct {
 	// baseline); 0 when the servers ran in this process.
 	CPUPerRequestRatio float64 `json:"cpu_per_request_ratio,omitempty"`
 	SubjectCPUPerReq   float64 `json:"subject_cpu_per_request_us,omitempty"`
+	// MachineCPURatio is the CPU per request of everything that runs on
+	// the machine for the baseline's answers (its server and the
+	// generator) over the same for the subject's (server, generator and
+	// Redis, see [MachineCPUPerRequest]): baseline over subject, like
+	// ThroughputRatio, which follows it wherever the closed loop keeps the
+	// cores busy. SubjectMachineCPU and BaselineMachineCPU are the sums.
+	MachineCPURatio    float64 `json:"machine_cpu_per_request_ratio,omitempty"`
+	SubjectMachineCPU  float64 `json:"subject_machine_cpu_per_request_us,omitempty"`
+	BaselineMachineCPU float64 `json:"baseline_machine_cpu_per_request_us,omitempty"`
 	SubjectPeakRSS     int64   `json:"subject_peak_rss_bytes,omitempty"`
 	// HalfLoad is the open-loop point nearest 50% of the subject's max.
 	HalfLoad *LoadSummary `json:"half_load,omitempty"`
@@ -249,7 +258,8 @@ func Compare(ctx context.Context, scenario string, o CompareOptions) (cmp *Compa
 		}
 		cmp.Open = append(cmp.Open, pt)
 	}
-	cmp.summarize(o.MinOK)
+	cmp.summarize()
+	cmp.warn(o.MinOK)
 	return cmp, nil
 }
 
@@ -284,8 +294,27 @@ func (s *side) stop(errp *error) {
 	}
 }
 
-// summarize fills the summary and the warnings.
-func (c *Comparison) summarize(minOK float64) {
+// MachineCPUPerRequest is the CPU per answered request (µs) of every
+// process measured in r: the server (with its children), the generator,
+// and Redis when it was metered. On a machine they share, that is the
+// request's whole cost.
+func MachineCPUPerRequest(r *Result) float64 {
+	var sum float64
+	if r.Server != nil {
+		sum += r.Server.CPUPerRequest
+	}
+	if r.Client != nil {
+		sum += r.Client.CPUPerRequest
+	}
+	if r.Redis != nil {
+		sum += r.Redis.CPUPerRequest
+	}
+	return sum
+}
+
+// summarize fills the summary from the runs.
+func (c *Comparison) summarize() {
+	c.Summary = Summary{}
 	s := &c.Summary
 	s.BaselineThroughput = median(mapPairs(c.Closed, func(p Pair) float64 { return p.Baseline.Throughput }))
 	s.SubjectThroughput = median(mapPairs(c.Closed, func(p Pair) float64 { return p.Subject.Throughput }))
@@ -298,6 +327,13 @@ func (c *Comparison) summarize(minOK float64) {
 			return ratio(p.Subject.Server.CPUPerRequest, p.Baseline.Server.CPUPerRequest)
 		}))
 		s.SubjectCPUPerReq = median(mapPairs(c.Closed, func(p Pair) float64 { return p.Subject.Server.CPUPerRequest }))
+		if c.Closed[0].Subject.Client != nil && c.Closed[0].Baseline.Client != nil {
+			s.MachineCPURatio = median(mapPairs(c.Closed, func(p Pair) float64 {
+				return ratio(MachineCPUPerRequest(p.Baseline), MachineCPUPerRequest(p.Subject))
+			}))
+			s.SubjectMachineCPU = median(mapPairs(c.Closed, func(p Pair) float64 { return MachineCPUPerRequest(p.Subject) }))
+			s.BaselineMachineCPU = median(mapPairs(c.Closed, func(p Pair) float64 { return MachineCPUPerRequest(p.Baseline) }))
+		}
 	}
 	all := c.subjectRuns()
 	for _, r := range all {
@@ -329,7 +365,12 @@ func (c *Comparison) summarize(minOK float64) {
 		h.P99Ratio = median(mapPairs(pt.Rounds, func(p Pair) float64 { return ratio(p.Subject.Latency.P99, p.Baseline.Latency.P99) }))
 		s.HalfLoad = h
 	}
+}
 
+// warn adds the warnings the runs call for: errors, fewer OK answers than
+// minOK, requests the open loop could not send in time.
+func (c *Comparison) warn(minOK float64) {
+	all := c.subjectRuns()
 	for _, r := range all {
 		if r.Errors > 0 {
 			c.Warnings = append(c.Warnings, fmt.Sprintf("%s: %d errors in a %s run: %s", c.Subject, r.Errors, r.Mode, strings.Join(r.ErrorSamples, "; ")))

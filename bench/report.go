@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -64,7 +65,13 @@ func WriteJSON(path string, c *Comparison) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
-// ReadComparison reads a comparison written by [WriteJSON].
+// ErrNotComparison is returned by [ReadComparison] for a JSON file that
+// holds no comparison's runs, such as a soak report.
+var ErrNotComparison = errors.New("not a comparison (no closed-loop runs)")
+
+// ReadComparison reads a comparison written by [WriteJSON] and computes its
+// summary again from its runs, so that a file written before a summary
+// field existed reports it too.
 func ReadComparison(path string) (*Comparison, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -74,6 +81,10 @@ func ReadComparison(path string) (*Comparison, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if c.Scenario == "" || len(c.Closed) == 0 || c.Closed[0].Baseline == nil || c.Closed[0].Subject == nil {
+		return nil, fmt.Errorf("%s: %w", path, ErrNotComparison)
+	}
+	c.summarize()
 	return &c, nil
 }
 
@@ -81,17 +92,20 @@ func ReadComparison(path string) (*Comparison, error) {
 // numbers of each and its verdict against issue 8's goal.
 func WriteTable(w io.Writer, cs []*Comparison) error {
 	var b strings.Builder
-	b.WriteString("| scenario | baseline | max throughput, Portcullis vs baseline (req/s) | ratio | closed-loop p99 | open-loop p99 at ~50% load | Portcullis CPU/request | ratio | Portcullis peak RSS | Redis per request | goal (issue 8) |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| scenario | baseline | max throughput, Portcullis vs baseline (req/s) | ratio | closed-loop p99 | open-loop p99 at ~50% load | Portcullis CPU/request | ratio | machine CPU/request, Portcullis vs baseline (ratio) | Portcullis peak RSS | Redis per request | goal (issue 8) |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, c := range cs {
 		s := c.Summary
 		half := "—"
 		if h := s.HalfLoad; h != nil {
 			half = fmt.Sprintf("%s vs %s", us(h.SubjectP99), us(h.BaselineP99))
 		}
-		cpu, cpuRatio, rss, redisCmds := "—", "—", "—", "—"
+		cpu, cpuRatio, machine, rss, redisCmds := "—", "—", "—", "—", "—"
 		if s.SubjectCPUPerReq > 0 {
 			cpu, cpuRatio = fmt.Sprintf("%.0fµs", s.SubjectCPUPerReq), fmt.Sprintf("%.1f×", s.CPUPerRequestRatio)
+		}
+		if s.MachineCPURatio > 0 {
+			machine = fmt.Sprintf("%.0fµs vs %.0fµs (%.2f)", s.SubjectMachineCPU, s.BaselineMachineCPU, s.MachineCPURatio)
 		}
 		if s.SubjectPeakRSS > 0 {
 			rss = mib(s.SubjectPeakRSS)
@@ -111,9 +125,9 @@ func WriteTable(w io.Writer, cs []*Comparison) error {
 		if c.Kind == KindMCP {
 			ratio += fmt.Sprintf(" (closed-loop p50 %.2f×)", s.P50Ratio)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f vs %.0f | %s | %s vs %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %.0f vs %.0f | %s | %s vs %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			c.Scenario, c.Baseline, s.SubjectThroughput, s.BaselineThroughput, ratio,
-			us(s.SubjectP99), us(s.BaselineP99), half, cpu, cpuRatio, rss, redisCmds, goal)
+			us(s.SubjectP99), us(s.BaselineP99), half, cpu, cpuRatio, machine, rss, redisCmds, goal)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -1,6 +1,11 @@
 package bench
 
 import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -32,5 +37,65 @@ func TestGoalVerdict(t *testing.T) {
 				t.Errorf("met %v, want %v; detail (-want +got):\n%s", met, tc.met, diff)
 			}
 		})
+	}
+}
+
+// TestMachineCPU: the machine's CPU per request adds the server's, the
+// generator's and Redis's; its ratio (baseline over subject, per pair,
+// then the median) is reported beside the throughput ratio, and survives a
+// round trip through the JSON file, where the summary is computed again.
+func TestMachineCPU(t *testing.T) {
+	usage := func(us float64) *ProcUsage { return &ProcUsage{CPUPerRequest: us} }
+	pair := func(tpBase, tpSubj, srvBase, cliBase, srvSubj, cliSubj, redis float64) Pair {
+		return Pair{
+			Baseline: &Result{Mode: Closed, Requests: 1, Throughput: tpBase, Server: usage(srvBase), Client: usage(cliBase)},
+			Subject: &Result{Mode: Closed, Requests: 1, Throughput: tpSubj, Server: usage(srvSubj), Client: usage(cliSubj),
+				Redis: &RedisUsage{CPUPerRequest: redis, ScriptsPerRequest: 1, PerRequest: 6}},
+		}
+	}
+	c := &Comparison{Scenario: "rl-redis", Baseline: "null", Subject: "portcullis", Closed: []Pair{
+		pair(24000, 9000, 34, 34, 80, 55, 41),  // 68 / 176
+		pair(26000, 10000, 30, 30, 69, 47, 35), // 60 / 151
+		pair(20000, 7000, 40, 40, 93, 62, 45),  // 80 / 200
+	}}
+	if got := MachineCPUPerRequest(c.Closed[0].Subject); got != 176 {
+		t.Errorf("subject's machine CPU per request %v, want 176 (80 + 55 + 41)", got)
+	}
+	if got := MachineCPUPerRequest(c.Closed[0].Baseline); got != 68 {
+		t.Errorf("baseline's %v, want 68 (no Redis)", got)
+	}
+	c.summarize()
+	s := c.Summary
+	// The ratios of the pairs are 0.386, 0.397 and 0.400: the median is
+	// the second pair's, not the ratio of the medians (68/176).
+	if want := 60.0 / 151; s.SubjectMachineCPU != 176 || s.BaselineMachineCPU != 68 || math.Abs(s.MachineCPURatio-want) > 1e-9 {
+		t.Errorf("summary: subject %v, baseline %v, ratio %v; want 176, 68, %v", s.SubjectMachineCPU, s.BaselineMachineCPU, s.MachineCPURatio, want)
+	}
+
+	// The file forgets nothing the table needs: strip the summary, as a
+	// file written before these fields would lack them.
+	c.Summary = Summary{}
+	path := filepath.Join(t.TempDir(), "rl-redis.json")
+	if err := WriteJSON(path, c); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadComparison(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table strings.Builder
+	if err := WriteTable(&table, []*Comparison{back}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "| 176µs vs 68µs (0.40) |"; !strings.Contains(table.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, table.String())
+	}
+
+	soak := filepath.Join(t.TempDir(), "soak.json")
+	if err := os.WriteFile(soak, []byte(`{"duration": "15m", "samples": []}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadComparison(soak); !errors.Is(err, ErrNotComparison) {
+		t.Errorf("a soak report read as a comparison: %v", err)
 	}
 }

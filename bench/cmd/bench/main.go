@@ -552,6 +552,10 @@ func chartCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	for _, in := range fs.Args() {
 		c, err := bench.ReadComparison(in)
+		if errors.Is(err, bench.ErrNotComparison) {
+			fmt.Fprintf(stderr, "bench chart: skipping %v\n", err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -578,6 +582,10 @@ func reportCmd(_ context.Context, args []string, stdout, stderr io.Writer) error
 	var cs []*bench.Comparison
 	for _, in := range fs.Args() {
 		c, err := bench.ReadComparison(in)
+		if errors.Is(err, bench.ErrNotComparison) {
+			fmt.Fprintf(stderr, "bench report: skipping %v\n", err) // the soak's report, in the same directory
+			continue
+		}
 		if err != nil {
 			return err
 		}
